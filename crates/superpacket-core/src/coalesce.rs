@@ -1,0 +1,1 @@
+//! Coalescing packets into superpackets.

@@ -1,0 +1,1 @@
+//! Splitting superpackets into segments.

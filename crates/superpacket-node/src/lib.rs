@@ -1,0 +1,1 @@
+//! Node-API bindings: argument conversion and threads <-> promises only; no packet logic.
