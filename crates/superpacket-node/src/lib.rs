@@ -1,1 +1,8 @@
 //! Node-API bindings: argument conversion and threads <-> promises only; no packet logic.
+//!
+//! Errors cross as JS `Error`s whose `code` is the stable `ERR_SUPERPACKET_*` string and whose message
+//! ends with ` [details:{json}]` (reason, errno, syscall); the TypeScript layer turns that into
+//! properties of a `SuperpacketError` (see ts/errors.ts).
+
+mod error;
+mod packet;

@@ -1,0 +1,103 @@
+/**
+ * Errors thrown by superpacket. Every one is a {@link SuperpacketError} with a stable `code`.
+ * @module
+ */
+
+/** The stable error codes. */
+export type SuperpacketErrorCode =
+  | 'ERR_SUPERPACKET_PERMISSION'
+  | 'ERR_SUPERPACKET_UNSUPPORTED'
+  | 'ERR_SUPERPACKET_CLOSED'
+  | 'ERR_SUPERPACKET_INVALID_PACKET'
+  | 'ERR_SUPERPACKET_INVALID_ARGUMENT'
+  | 'ERR_SUPERPACKET_ABORTED'
+  | 'ERR_SUPERPACKET_OS'
+
+/** An error with a stable `code`; `errno` and `syscall` are kept where a system call failed. */
+export class SuperpacketError extends Error {
+  /** The stable code, such as `ERR_SUPERPACKET_PERMISSION`. */
+  readonly code: SuperpacketErrorCode
+  /** For `ERR_SUPERPACKET_INVALID_PACKET`: why, such as `'truncated'` or `'gso-size-zero'`. */
+  readonly reason?: string
+  /** The OS error number, where a system call failed. */
+  readonly errno?: number
+  /** The failing system call, such as `'sendmsg'`. */
+  readonly syscall?: string
+
+  /** @internal */
+  constructor(
+    code: SuperpacketErrorCode,
+    message: string,
+    extra: { reason?: string; errno?: number; syscall?: string; cause?: unknown } = {},
+  ) {
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause })
+    this.name = 'SuperpacketError'
+    this.code = code
+    if (extra.reason !== undefined) this.reason = extra.reason
+    if (extra.errno !== undefined) this.errno = extra.errno
+    if (extra.syscall !== undefined) this.syscall = extra.syscall
+  }
+}
+
+const DETAILS = / \[details:(\{.*\})\]$/
+
+/**
+ * Turns an error thrown by the native module into a {@link SuperpacketError}; anything else is returned as is.
+ * @internal
+ */
+export function fromNative(err: unknown): unknown {
+  if (!(err instanceof Error)) return err
+  const code = (err as { code?: unknown }).code
+  if (typeof code !== 'string' || !code.startsWith('ERR_SUPERPACKET_')) return err
+  let message = err.message
+  let extra: { reason?: string; errno?: number; syscall?: string } = {}
+  const m = DETAILS.exec(message)
+  if (m?.[1] !== undefined) {
+    message = message.slice(0, m.index)
+    try {
+      extra = JSON.parse(m[1]) as typeof extra
+    } catch {
+      // Details are best effort; the code and message still stand.
+    }
+  }
+  return new SuperpacketError(code as SuperpacketErrorCode, message, { ...extra, cause: err })
+}
+
+/**
+ * Calls `fn`, rethrowing native errors as {@link SuperpacketError}.
+ * @internal
+ */
+export function native<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+/**
+ * Awaits `p`, rethrowing native errors as {@link SuperpacketError}.
+ * @internal
+ */
+export async function nativeAsync<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+/** @internal */
+export function closedError(what: string): SuperpacketError {
+  return new SuperpacketError('ERR_SUPERPACKET_CLOSED', `${what} is closed`)
+}
+
+/** @internal */
+export function abortedError(signal: AbortSignal): SuperpacketError {
+  return new SuperpacketError('ERR_SUPERPACKET_ABORTED', 'the operation was aborted', { cause: signal.reason })
+}
+
+/** @internal */
+export function invalidArgument(message: string): SuperpacketError {
+  return new SuperpacketError('ERR_SUPERPACKET_INVALID_ARGUMENT', message)
+}
