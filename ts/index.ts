@@ -9,3 +9,21 @@ export { splitSuperpacket, coalescePackets } from './packet.js'
 export type { CoalesceOptions } from './packet.js'
 export { SuperpacketError } from './errors.js'
 export type { SuperpacketErrorCode } from './errors.js'
+export { Superpacket, VNET_HDR_LEN } from './superpacket.js'
+export type { GsoType } from './superpacket.js'
+export { Tun, PacketWriter } from './tun.js'
+export type { TunOptions, Offloads, TunStats, TunReadOptions, PacketWriterOptions } from './tun.js'
+export { UdpSocket, SegmentWriter, DatagramBatch } from './udp.js'
+export type {
+  Peer,
+  UdpSocketOptions,
+  UdpCapabilities,
+  UdpStats,
+  ReceivedMessage,
+  ReceiveOptions,
+  SegmentWriterOptions,
+} from './udp.js'
+export { plainFramer, headerFramer } from './framer.js'
+export type { Framer, NativeFramer, JsFramer, SealBatch } from './framer.js'
+export { Tunnel } from './tunnel.js'
+export type { TunnelOptions, TunnelStats } from './tunnel.js'

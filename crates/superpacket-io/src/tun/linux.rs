@@ -1,0 +1,241 @@
+//! Linux: tun-rs creates and configures the device; the offload mask, the GSO probe and all reads and
+//! writes are ours.
+//!
+//! Why not tun-rs for everything: its `offload(true)` fails the whole open when TSO is refused and does
+//! not report whether USO was granted through a stable API, and its `recv_multiple`/`GROTable` segment
+//! into its own buffers, while our data path splits a superpacket straight into framed UDP send buffers.
+//! So we take its descriptors and set TUNSETOFFLOAD ourselves (the mask is device-wide, so setting it
+//! once after every queue is attached decides it).
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use superpacket_core::{checksum, packet, VirtioNetHdr, VNET_HDR_LEN};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tun_rs::{DeviceBuilder, SyncDevice};
+
+use super::{OffloadMode, Offloads, Opened, TunOptions};
+use crate::error::{ErrorKind, IoError};
+
+const TCP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+const UDP_OFFLOADS: libc::c_uint = libc::TUN_F_USO4 | libc::TUN_F_USO6;
+
+/// One queue's descriptor, nonblocking, registered with the current tokio runtime.
+pub(super) struct RawQueue {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl RawQueue {
+    pub(super) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd.async_io(Interest::READABLE, |fd| read_fd(fd.as_raw_fd(), buf)).await
+    }
+
+    pub(super) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        read_fd(self.fd.get_ref().as_raw_fd(), buf)
+    }
+
+    pub(super) async fn write(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.fd.async_io(Interest::WRITABLE, |fd| writev_fd(fd.as_raw_fd(), parts)).await
+    }
+}
+
+pub(super) fn open(opts: &TunOptions) -> Result<Opened, IoError> {
+    let first = match build(opts, opts.offload != OffloadMode::Off) {
+        // tun-rs's offload(true) insists on TSO; in Auto a device without IFF_VNET_HDR is the answer.
+        Err(e) if opts.offload == OffloadMode::Auto && e.raw_os_error() == Some(libc::EINVAL) => build(opts, false),
+        other => other,
+    }
+    .map_err(|e| open_error(&e))?;
+    let vnet_hdr = first.tcp_gso();
+    let name = first.name().map_err(|e| IoError::from_os("ioctl(SIOCGIFNAME)", &e))?;
+    let mtu = first.mtu().map_err(|e| IoError::from_os("ioctl(SIOCGIFMTU)", &e))?;
+
+    let mut devices = Vec::with_capacity(opts.queues);
+    for _ in 1..opts.queues {
+        devices.push(first.try_clone().map_err(|e| IoError::from_os("ioctl(TUNSETIFF) for another queue", &e))?);
+    }
+    devices.insert(0, first);
+    let fds: Vec<OwnedFd> = devices
+        .into_iter()
+        // SAFETY: into_raw_fd hands over sole ownership of an open descriptor.
+        .map(|d| unsafe { OwnedFd::from_raw_fd(d.into_raw_fd()) })
+        .collect();
+
+    let fd0 = fds[0].as_raw_fd();
+    let offloads = set_offloads(fd0, opts.offload, vnet_hdr)?;
+    let gso_writes = probe_gso_writes(fd0, offloads);
+
+    let queues = fds.into_iter().map(register).collect::<Result<Vec<_>, _>>()?;
+    Ok(Opened { name, mtu, offloads, gso_writes, queues })
+}
+
+fn build(opts: &TunOptions, offload: bool) -> io::Result<SyncDevice> {
+    let mut b = DeviceBuilder::new().offload(offload).multi_queue(opts.queues > 1);
+    if let Some(name) = &opts.name {
+        b = b.name(name);
+    }
+    if let Some(mtu) = opts.mtu {
+        b = b.mtu(mtu);
+    }
+    if let Some((addr, prefix)) = opts.ipv4 {
+        b = b.ipv4(addr, prefix, None);
+    }
+    if let Some((addr, prefix)) = opts.ipv6 {
+        b = b.ipv6(addr, prefix);
+    }
+    b.build_sync()
+}
+
+fn open_error(e: &io::Error) -> IoError {
+    if e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none() {
+        return IoError::new(ErrorKind::InvalidArgument, format!("opening the TUN device: {e}"));
+    }
+    IoError::from_os("opening /dev/net/tun (TUNSETIFF, TUNSETOFFLOAD or address setup)", e)
+}
+
+/// Sets the device-wide offload mask and reports what the kernel took. USO (Linux 6.2+) is asked for
+/// first; kernels that do not know it refuse the whole mask with EINVAL, so TCP alone is asked next.
+/// Without IFF_VNET_HDR the mask is cleared: a persistent device keeps the mask of its last user, and
+/// with it set the kernel would hand this header-less descriptor GSO superpackets.
+fn set_offloads(fd: RawFd, mode: OffloadMode, vnet_hdr: bool) -> Result<Offloads, IoError> {
+    if !vnet_hdr {
+        tunsetoffload(fd, 0)?;
+        return match mode {
+            OffloadMode::On => Err(IoError::new(ErrorKind::Unsupported, "the kernel refused IFF_VNET_HDR")),
+            _ => Ok(Offloads::default()),
+        };
+    }
+    let tcp = Offloads { vnet_hdr: true, csum: true, tso4: true, tso6: true, ..Offloads::default() };
+    if tunsetoffload(fd, TCP_OFFLOADS | UDP_OFFLOADS).is_ok() {
+        return Ok(Offloads { uso4: true, uso6: true, ..tcp });
+    }
+    match tunsetoffload(fd, TCP_OFFLOADS) {
+        Ok(()) => Ok(tcp),
+        Err(e) if mode == OffloadMode::On => Err(IoError { kind: ErrorKind::Unsupported, ..e }),
+        Err(_) => {
+            tunsetoffload(fd, 0)?;
+            Ok(Offloads { vnet_hdr: true, ..Offloads::default() })
+        }
+    }
+}
+
+fn tunsetoffload(fd: RawFd, mask: libc::c_uint) -> Result<(), IoError> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; fd is an open TUN descriptor.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(mask)) };
+    if rc < 0 {
+        return Err(IoError::from_os("ioctl(TUNSETOFFLOAD)", &io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Some kernels accept the offload mask but refuse GSO frames written to the device with EINVAL. Writing
+/// one small GSO frame of each granted kind tells: the frames are two coalesced segments from 198.18.0.1
+/// to 198.18.0.2 (RFC 2544 benchmarking space) with TTL 0 and a deliberately wrong IPv4 header checksum,
+/// so the kernel accepts or refuses the write at the device but then drops the packets in `ip_rcv`
+/// before routing: nothing is delivered, forwarded or answered with ICMP.
+fn probe_gso_writes(fd: RawFd, offloads: Offloads) -> bool {
+    let kinds = [(offloads.tso4, packet::PROTO_TCP), (offloads.uso4, packet::PROTO_UDP)];
+    kinds.into_iter().filter(|(granted, _)| *granted).all(|(_, proto)| {
+        let frame = probe_frame(proto);
+        // A write error other than EINVAL says nothing about GSO; the write path falls back if needed.
+        !matches!(writev_fd(fd, &[IoSlice::new(&frame)]), Err(e) if e.raw_os_error() == Some(libc::EINVAL))
+    })
+}
+
+/// A GSO frame of two 8-byte segments of `proto` (TCP or UDP) over IPv4, as a sender would write it:
+/// NEEDS_CSUM with the pseudo-header sum in the L4 checksum field.
+fn probe_frame(proto: u8) -> Vec<u8> {
+    const SEG: usize = 8;
+    let l4_len = if proto == packet::PROTO_TCP { packet::TCP_MIN_HDR_LEN } else { packet::UDP_HDR_LEN };
+    let ip_len = 20 + l4_len + 2 * SEG;
+    let mut f = vec![0u8; VNET_HDR_LEN + ip_len];
+    let hdr = VirtioNetHdr {
+        flags: superpacket_core::vnet::FLAG_NEEDS_CSUM,
+        gso_type: if proto == packet::PROTO_TCP {
+            superpacket_core::vnet::GSO_TCPV4
+        } else {
+            superpacket_core::vnet::GSO_UDP_L4
+        },
+        hdr_len: (20 + l4_len) as u16,
+        gso_size: SEG as u16,
+        csum_start: 20,
+        csum_offset: packet::l4_checksum_offset(proto) as u16,
+    };
+    // The buffer is VNET_HDR_LEN long at least, so encode cannot fail.
+    let _ = hdr.encode(&mut f);
+    let ip = &mut f[VNET_HDR_LEN..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[6] = 0x40; // don't fragment
+    ip[8] = 0; // TTL 0
+    ip[9] = proto;
+    ip[10..12].copy_from_slice(&[0xde, 0xad]); // wrong on purpose: ip_rcv drops the packet
+    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
+    ip[16..20].copy_from_slice(&[198, 18, 0, 2]);
+    let l4 = &mut ip[20..];
+    l4[0..2].copy_from_slice(&9u16.to_be_bytes()); // discard port
+    l4[2..4].copy_from_slice(&9u16.to_be_bytes());
+    if proto == packet::PROTO_TCP {
+        l4[12] = 5 << 4;
+        l4[13] = 0x10; // ACK
+        l4[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    } else {
+        l4[4..6].copy_from_slice(&((l4_len + 2 * SEG) as u16).to_be_bytes());
+    }
+    let pseudo = {
+        let mut acc = checksum::sum(&ip[12..20], 0);
+        acc = checksum::add_u16(acc, u16::from(proto));
+        checksum::add_u16(acc, (l4_len + 2 * SEG) as u16)
+    };
+    let at = 20 + packet::l4_checksum_offset(proto);
+    ip[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    f
+}
+
+fn register(fd: OwnedFd) -> Result<RawQueue, IoError> {
+    // SAFETY: fcntl on an open descriptor we own.
+    let rc = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        return Err(IoError::from_os("fcntl(O_NONBLOCK)", &io::Error::last_os_error()));
+    }
+    let fd = AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+        .map_err(|e| IoError::from_os("epoll_ctl (tokio AsyncFd)", &e))?;
+    Ok(RawQueue { fd })
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for writes of buf.len() bytes for the duration of the call.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e => return Err(e),
+            },
+        }
+    }
+}
+
+fn writev_fd(fd: RawFd, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = libc::c_int::try_from(parts.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: IoSlice is ABI-compatible with struct iovec on Unix, and every slice outlives the call.
+        let n = unsafe { libc::writev(fd, parts.as_ptr().cast(), count) };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e => return Err(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! A UDP socket that sends trains of equal-sized datagrams with one system call (UDP GSO,
+//! `UDP_SEGMENT`) and receives coalesced trains (UDP GRO), with batched `sendmmsg`/`recvmmsg` and a
+//! run-time fallback when the kernel or the egress device refuses segmentation.
+//!
+//! The offloads are Linux features (`linux.rs`); other Unix platforms get the same API with one datagram
+//! per system call (`fallback.rs`). The socket is nonblocking and registered with the tokio reactor, so
+//! [`UdpSocket::bind`] must run inside a tokio runtime with I/O enabled.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::watch;
+
+use crate::error::{ErrorKind, IoError};
+
+#[cfg(not(target_os = "linux"))]
+mod fallback;
+#[cfg(target_os = "linux")]
+mod linux;
+
+#[cfg(not(target_os = "linux"))]
+use fallback as sys;
+#[cfg(target_os = "linux")]
+use linux as sys;
+
+/// Most datagrams in one GSO send. Some kernels accept 128, but virtio USO rejects more than 64.
+pub const MAX_SEGMENTS: usize = 64;
+/// Most messages in one `sendmmsg`/`recvmmsg`, and so the largest [`RecvBatch`].
+pub const MAX_BATCH: usize = 64;
+/// Bytes of one receive buffer: room for a GRO train, which the kernel keeps within 64 KiB.
+pub const RECV_BUFFER_SIZE: usize = 64 * 1024;
+/// Largest UDP payload in one IPv4 datagram (and so in one IPv4 GSO send): 65,535 - 20 - 8.
+pub const MAX_PAYLOAD_V4: usize = 65_507;
+/// Largest UDP payload in one IPv6 datagram without jumbograms: 65,535 - 8.
+pub const MAX_PAYLOAD_V6: usize = 65_527;
+/// Default socket buffer size: a few milliseconds of traffic at 10 Gbit/s.
+const DEFAULT_SOCKET_BUFFER: usize = 7 << 20;
+
+/// How to open a [`UdpSocket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// The address to bind; port 0 picks a free port.
+    pub local: SocketAddr,
+    /// For IPv6 sockets: `Some(true)` receives IPv6 only, `Some(false)` IPv4 too (as IPv4-mapped
+    /// addresses, reported back as plain IPv4). `None` makes a socket bound to `[::]` dual-stack and
+    /// leaves other IPv6 sockets at the system default. Must be `None` for IPv4 sockets.
+    pub only_v6: Option<bool>,
+    /// Wanted receive buffer in bytes (default 7 MiB). Forced past `net.core.rmem_max` when the process
+    /// has CAP_NET_ADMIN, otherwise capped there by the kernel. 0 keeps the system default.
+    pub recv_buffer: usize,
+    /// Wanted send buffer in bytes (default 7 MiB), handled like `recv_buffer`.
+    pub send_buffer: usize,
+    /// Use UDP GSO for [`UdpSocket::send_segments`] when the kernel has it (default true).
+    pub gso: bool,
+    /// Ask the kernel to coalesce received trains (UDP GRO) when it can (default true).
+    pub gro: bool,
+}
+
+impl UdpOptions {
+    /// Defaults for a socket bound to `local`.
+    pub fn new(local: SocketAddr) -> UdpOptions {
+        UdpOptions {
+            local,
+            only_v6: None,
+            recv_buffer: DEFAULT_SOCKET_BUFFER,
+            send_buffer: DEFAULT_SOCKET_BUFFER,
+            gso: true,
+            gro: true,
+        }
+    }
+}
+
+impl Default for UdpOptions {
+    /// Any IPv4 address, a free port.
+    fn default() -> UdpOptions {
+        UdpOptions::new(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+    }
+}
+
+/// What the socket can do right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpCaps {
+    /// GSO is in use. Turns false for good when a GSO send failed in a way that a plain send did not.
+    pub gso: bool,
+    /// Most datagrams one send system call segments: [`MAX_SEGMENTS`] with GSO, else 1.
+    pub max_segments: usize,
+    /// The kernel coalesces received trains (the `UDP_GRO` socket option was accepted).
+    pub gro: bool,
+}
+
+/// One received message: a datagram, or with GRO a train of datagrams of `stride` bytes each (the last
+/// may be shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// The sender. IPv4-mapped IPv6 addresses are reported as IPv4.
+    pub addr: SocketAddr,
+    /// Bytes in the message.
+    pub len: usize,
+    /// Bytes per datagram: the segment size from the `UDP_GRO` control message, `len` if not coalesced.
+    pub stride: usize,
+}
+
+impl RecvMeta {
+    /// How many datagrams the message holds (an empty datagram counts as one).
+    pub fn datagram_count(&self) -> usize {
+        if self.stride == 0 || self.len <= self.stride {
+            1
+        } else {
+            self.len.div_ceil(self.stride)
+        }
+    }
+}
+
+/// Reusable receive buffers for [`UdpSocket::recv_batch`]: one [`RECV_BUFFER_SIZE`] buffer per message
+/// and the metadata of the last receive.
+pub struct RecvBatch {
+    /// `metas.len()` buffers of [`RECV_BUFFER_SIZE`] bytes back to back.
+    bufs: Box<[u8]>,
+    /// One entry per buffer; the first `filled` describe the last receive.
+    metas: Vec<RecvMeta>,
+    filled: usize,
+}
+
+impl RecvBatch {
+    /// Room for `messages` messages per receive, clamped to `1..=`[`MAX_BATCH`]. Allocates
+    /// `messages` x 64 KiB.
+    pub fn new(messages: usize) -> RecvBatch {
+        let n = messages.clamp(1, MAX_BATCH);
+        let empty = RecvMeta { addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), len: 0, stride: 0 };
+        RecvBatch { bufs: vec![0; n * RECV_BUFFER_SIZE].into_boxed_slice(), metas: vec![empty; n], filled: 0 }
+    }
+
+    /// Most messages one receive can fill.
+    pub fn capacity(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Messages from the last receive.
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// Whether the last receive left no messages (or nothing was received yet).
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Forgets the last receive.
+    pub fn clear(&mut self) {
+        self.filled = 0;
+    }
+
+    /// Metadata of the messages of the last receive.
+    pub fn metas(&self) -> &[RecvMeta] {
+        &self.metas[..self.filled]
+    }
+
+    /// The messages of the last receive with their metadata.
+    pub fn iter(&self) -> impl Iterator<Item = (&RecvMeta, &[u8])> + '_ {
+        self.metas().iter().zip(self.bufs.chunks_exact(RECV_BUFFER_SIZE)).map(|(m, b)| (m, &b[..m.len]))
+    }
+
+    /// The messages of the last receive, writable in place (to open a framed datagram, for example).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&RecvMeta, &mut [u8])> + '_ {
+        self.metas[..self.filled]
+            .iter()
+            .zip(self.bufs.chunks_exact_mut(RECV_BUFFER_SIZE))
+            .map(|(m, b)| (m, &mut b[..m.len]))
+    }
+
+    /// Every datagram of the last receive, GRO trains split by their stride, in arrival order.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        self.iter().flat_map(|(meta, msg)| {
+            let stride = if meta.stride == 0 { msg.len().max(1) } else { meta.stride };
+            // An empty datagram yields no chunk, so it is produced on its own.
+            let empty = msg.is_empty().then_some(msg);
+            msg.chunks(stride).chain(empty).map(move |d| (meta.addr, d))
+        })
+    }
+}
+
+/// Counters of a [`UdpSocket`], as a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Datagrams sent (each GSO segment counts).
+    pub tx_datagrams: u64,
+    /// UDP payload bytes sent.
+    pub tx_bytes: u64,
+    /// Send system calls that sent something.
+    pub tx_syscalls: u64,
+    /// Of those, GSO sends (`sendmsg` with `UDP_SEGMENT`).
+    pub tx_gso_sends: u64,
+    /// Datagrams received, GRO trains counted by their datagrams.
+    pub rx_datagrams: u64,
+    /// UDP payload bytes received.
+    pub rx_bytes: u64,
+    /// Receive system calls that returned something.
+    pub rx_syscalls: u64,
+    /// Received messages that held more than one datagram.
+    pub rx_gro_batches: u64,
+    /// Times GSO was switched off after a failed GSO send (0 or 1).
+    pub gso_fallbacks: u64,
+}
+
+/// The live counters behind [`UdpStats`].
+#[derive(Default)]
+struct Counters {
+    tx_datagrams: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_syscalls: AtomicU64,
+    tx_gso_sends: AtomicU64,
+    rx_datagrams: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_syscalls: AtomicU64,
+    rx_gro_batches: AtomicU64,
+    gso_fallbacks: AtomicU64,
+}
+
+impl Counters {
+    fn sent(&self, datagrams: usize, bytes: usize, gso: bool) {
+        self.tx_datagrams.fetch_add(datagrams as u64, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        self.tx_syscalls.fetch_add(1, Relaxed);
+        if gso {
+            self.tx_gso_sends.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn received(&self, metas: &[RecvMeta]) {
+        self.rx_syscalls.fetch_add(1, Relaxed);
+        for meta in metas {
+            let datagrams = meta.datagram_count();
+            self.rx_datagrams.fetch_add(datagrams as u64, Relaxed);
+            self.rx_bytes.fetch_add(meta.len as u64, Relaxed);
+            if datagrams > 1 {
+                self.rx_gro_batches.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> UdpStats {
+        UdpStats {
+            tx_datagrams: self.tx_datagrams.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_syscalls: self.tx_syscalls.load(Relaxed),
+            tx_gso_sends: self.tx_gso_sends.load(Relaxed),
+            rx_datagrams: self.rx_datagrams.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            rx_syscalls: self.rx_syscalls.load(Relaxed),
+            rx_gro_batches: self.rx_gro_batches.load(Relaxed),
+            gso_fallbacks: self.gso_fallbacks.load(Relaxed),
+        }
+    }
+}
+
+/// A nonblocking UDP socket with GSO/GRO, driven by the tokio reactor. Share it with `Arc`; every method
+/// takes `&self`.
+pub struct UdpSocket {
+    /// `None` once closed. Operations hold a clone, so the descriptor closes when the last one ends.
+    fd: Mutex<Option<Arc<AsyncFd<Socket>>>>,
+    /// Turns true on [`UdpSocket::close`]; pending operations watch it.
+    closed: watch::Sender<bool>,
+    local: SocketAddr,
+    /// Whether the socket is IPv6 (IPv4 destinations are then sent to as IPv4-mapped addresses).
+    ipv6: bool,
+    gso: AtomicBool,
+    gro: bool,
+    counters: Counters,
+}
+
+impl UdpSocket {
+    /// Opens a socket as `opts` says, probing GSO and GRO. Must be called inside a tokio runtime with
+    /// I/O enabled.
+    pub fn bind(opts: &UdpOptions) -> Result<UdpSocket, IoError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(IoError::new(ErrorKind::InvalidArgument, "UdpSocket::bind must be called inside a tokio runtime"));
+        }
+        let socket = Socket::new(Domain::for_address(opts.local), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| IoError::from_os("socket", &e))?;
+        let only_v6 = match (opts.local, opts.only_v6) {
+            (SocketAddr::V4(_), Some(_)) => {
+                return Err(IoError::new(ErrorKind::InvalidArgument, "only_v6 applies to IPv6 sockets only"));
+            }
+            (SocketAddr::V6(_), Some(v6)) => Some(v6),
+            (SocketAddr::V6(a), None) if a.ip().is_unspecified() => Some(false),
+            _ => None,
+        };
+        if let Some(v6) = only_v6 {
+            socket.set_only_v6(v6).map_err(|e| IoError::from_os("setsockopt(IPV6_V6ONLY)", &e))?;
+        }
+        sys::set_buffer_sizes(&socket, opts.recv_buffer, opts.send_buffer)?;
+        socket.set_nonblocking(true).map_err(|e| IoError::from_os("fcntl(O_NONBLOCK)", &e))?;
+        socket.bind(&SockAddr::from(opts.local)).map_err(|e| IoError::from_os("bind", &e))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| IoError::from_os("getsockname", &e))?
+            .as_socket()
+            .map(unmapped)
+            .ok_or_else(|| IoError::new(ErrorKind::Os, "getsockname returned a non-IP address"))?;
+        let gso = opts.gso && sys::gso_supported(&socket);
+        let gro = opts.gro && sys::enable_gro(&socket);
+        let fd = AsyncFd::with_interest(socket, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| IoError::from_os("epoll_ctl", &e))?;
+        Ok(UdpSocket {
+            fd: Mutex::new(Some(Arc::new(fd))),
+            closed: watch::Sender::new(false),
+            local,
+            ipv6: opts.local.is_ipv6(),
+            gso: AtomicBool::new(gso),
+            gro,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The bound address (with the port the system picked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The offloads in use now.
+    pub fn caps(&self) -> UdpCaps {
+        let gso = self.gso.load(Relaxed);
+        UdpCaps { gso, max_segments: if gso { MAX_SEGMENTS } else { 1 }, gro: self.gro }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> UdpStats {
+        self.counters.snapshot()
+    }
+
+    /// Sends the datagrams in `buf`, laid back to back at `segment_size` bytes (the last may be shorter),
+    /// to `dest`.
+    ///
+    /// With GSO, one `sendmsg(UDP_SEGMENT)` carries up to [`MAX_SEGMENTS`] datagrams and at most
+    /// 65,507 (IPv4) or 65,527 (IPv6) bytes. When a GSO send fails with EIO (egress device without
+    /// checksum offload) or EINVAL (segmentation refused) and the first of its datagrams then goes out
+    /// alone, GSO is switched off for this socket ([`UdpCaps::gso`] turns false, `gso_fallbacks` counts 1)
+    /// and the rest of those datagrams follow with `sendmmsg`: nothing is lost or sent twice. Without GSO
+    /// every send is a `sendmmsg` of up to [`MAX_BATCH`] datagrams.
+    ///
+    /// On an error, the datagrams before the failing system call have been sent.
+    pub async fn send_segments(&self, dest: SocketAddr, buf: &[u8], segment_size: usize) -> Result<(), IoError> {
+        let fd = self.fd()?;
+        let train = self.train(dest, buf, segment_size)?;
+        let mut sent = 0;
+        let op = fd.async_io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent));
+        self.until_closed(sys::SEND_SYSCALL, op).await
+    }
+
+    /// Like [`send_segments`](Self::send_segments) without waiting: sends what the socket buffer takes now
+    /// and returns how many bytes of `buf` went out (whole datagrams; less than `buf.len()` when the socket
+    /// would block, 0 when nothing could be sent).
+    pub fn try_send_segments(&self, dest: SocketAddr, buf: &[u8], segment_size: usize) -> Result<usize, IoError> {
+        let fd = self.fd()?;
+        let train = self.train(dest, buf, segment_size)?;
+        let mut sent = 0;
+        match fd.try_io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent)) {
+            Ok(()) => Ok(sent),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
+            Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
+        }
+    }
+
+    /// Sends each `(destination, payload)` as one datagram, in order, with `sendmmsg` of up to
+    /// [`MAX_BATCH`] messages per system call, until all are sent.
+    ///
+    /// On an error, the messages before the failing system call have been sent.
+    pub async fn send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<(), IoError> {
+        let fd = self.fd()?;
+        let mut sent = 0;
+        let op = fd.async_io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent));
+        self.until_closed(sys::SEND_SYSCALL, op).await
+    }
+
+    /// Like [`send_batch`](Self::send_batch) without waiting: returns how many messages were sent (fewer
+    /// than `msgs.len()` when the socket would block).
+    pub fn try_send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<usize, IoError> {
+        let fd = self.fd()?;
+        let mut sent = 0;
+        match fd.try_io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent)) {
+            Ok(()) => Ok(sent),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
+            Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
+        }
+    }
+
+    /// Receives up to `batch.capacity()` messages with one `recvmmsg`, waiting until there is at least
+    /// one, and returns how many. With GRO a message may hold several datagrams of
+    /// [`RecvMeta::stride`] bytes; [`RecvBatch::datagrams`] splits them.
+    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
+        let fd = self.fd()?;
+        batch.clear();
+        let op = fd.async_io(Interest::READABLE, |socket| sys::recv_messages(socket, batch));
+        let n = self.until_closed(sys::RECV_SYSCALL, op).await?;
+        Ok(self.received(batch, n))
+    }
+
+    /// Like [`recv_batch`](Self::recv_batch) without waiting: returns 0 when nothing is queued.
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
+        let fd = self.fd()?;
+        batch.clear();
+        match fd.try_io(Interest::READABLE, |socket| sys::recv_messages(socket, batch)) {
+            Ok(n) => Ok(self.received(batch, n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(IoError::from_os(sys::RECV_SYSCALL, &e)),
+        }
+    }
+
+    /// Closes the socket: pending and later operations end with [`ErrorKind::Closed`]. The descriptor is
+    /// closed as soon as no operation uses it any more. Closing twice is harmless.
+    pub fn close(&self) {
+        self.fd.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.closed.send_replace(true);
+    }
+
+    /// The registered descriptor, or Closed.
+    fn fd(&self) -> Result<Arc<AsyncFd<Socket>>, IoError> {
+        self.fd.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or_else(IoError::closed)
+    }
+
+    /// Runs `op` until it ends or the socket is closed, whichever comes first.
+    async fn until_closed<T>(
+        &self,
+        syscall: &'static str,
+        op: impl std::future::Future<Output = io::Result<T>>,
+    ) -> Result<T, IoError> {
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            biased;
+            _ = closed.wait_for(|&c| c) => Err(IoError::closed()),
+            result = op => result.map_err(|e| IoError::from_os(syscall, &e)),
+        }
+    }
+
+    /// Validates a `send_segments` call and resolves its destination.
+    fn train<'a>(&self, dest: SocketAddr, buf: &'a [u8], segment_size: usize) -> Result<Train<'a>, IoError> {
+        let dest = unmapped(dest);
+        if !self.ipv6 && dest.is_ipv6() {
+            return Err(IoError::new(ErrorKind::InvalidArgument, format!("{dest} is IPv6 but the socket is IPv4")));
+        }
+        let max_payload = if dest.is_ipv4() { MAX_PAYLOAD_V4 } else { MAX_PAYLOAD_V6 };
+        if segment_size == 0 || segment_size > max_payload {
+            return Err(IoError::new(
+                ErrorKind::InvalidArgument,
+                format!("segment_size {segment_size} is outside 1..={max_payload}"),
+            ));
+        }
+        Ok(Train {
+            dest: self.sockaddr(dest),
+            buf,
+            segment_size,
+            segments_per_gso: MAX_SEGMENTS.min(max_payload / segment_size),
+        })
+    }
+
+    /// Sends `train.buf[*sent..]`, advancing `*sent` past every datagram that went out, so that a call
+    /// after WouldBlock resumes where this one stopped.
+    fn send_train(&self, socket: &Socket, train: &Train<'_>, sent: &mut usize) -> io::Result<()> {
+        let seg = train.segment_size;
+        while let Some(rest) = train.buf.get(*sent..).filter(|rest| !rest.is_empty()) {
+            if rest.len() > seg && self.gso.load(Relaxed) {
+                let chunk = &rest[..rest.len().min(train.segments_per_gso * seg)];
+                match sys::send_gso(socket, &train.dest, chunk, seg) {
+                    Ok(()) => {
+                        self.counters.sent(chunk.len().div_ceil(seg), chunk.len(), true);
+                        *sent += chunk.len();
+                        continue;
+                    }
+                    Err(e) if sys::is_gso_refusal(&e) => {
+                        // Segmentation is to blame only if the first datagram goes out on its own; if it
+                        // does not, its error is the answer and GSO stays on.
+                        let first = &rest[..seg];
+                        sys::send_messages(socket, std::iter::once((&train.dest, first)))?;
+                        self.counters.sent(1, seg, false);
+                        *sent += seg;
+                        if self.gso.swap(false, Relaxed) {
+                            self.counters.gso_fallbacks.fetch_add(1, Relaxed);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let n = sys::send_messages(socket, rest.chunks(seg).take(MAX_BATCH).map(|d| (&train.dest, d)))?;
+            let bytes = rest.len().min(n * seg);
+            self.counters.sent(n, bytes, false);
+            *sent += bytes;
+        }
+        Ok(())
+    }
+
+    /// Sends `msgs[*sent..]`, advancing `*sent` past every message that went out.
+    fn send_messages(&self, socket: &Socket, msgs: &[(SocketAddr, &[u8])], sent: &mut usize) -> io::Result<()> {
+        while let Some(rest) = msgs.get(*sent..).filter(|rest| !rest.is_empty()) {
+            let batch = &rest[..rest.len().min(MAX_BATCH)];
+            let n = sys::send_messages(socket, batch.iter().map(|(addr, data)| (self.sockaddr(*addr), *data)))?;
+            let bytes = batch.iter().take(n).map(|(_, data)| data.len()).sum();
+            self.counters.sent(n, bytes, false);
+            *sent += n;
+        }
+        Ok(())
+    }
+
+    /// Records a receive of `n` messages into `batch`.
+    fn received(&self, batch: &mut RecvBatch, n: usize) -> usize {
+        batch.filled = n;
+        self.counters.received(batch.metas());
+        n
+    }
+
+    /// The kernel address for `dest`: IPv4 destinations of an IPv6 socket become IPv4-mapped.
+    fn sockaddr(&self, dest: SocketAddr) -> SockAddr {
+        match unmapped(dest) {
+            SocketAddr::V4(v4) if self.ipv6 => {
+                SockAddr::from(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
+            dest => SockAddr::from(dest),
+        }
+    }
+}
+
+/// A validated `send_segments` request.
+struct Train<'a> {
+    dest: SockAddr,
+    buf: &'a [u8],
+    segment_size: usize,
+    /// Datagrams per GSO send: [`MAX_SEGMENTS`], fewer when they would exceed the IP payload limit.
+    segments_per_gso: usize,
+}
+
+/// `addr` with an IPv4-mapped IPv6 address turned into plain IPv4.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The sender of a received message as reported to callers.
+fn sender(addr: Option<SocketAddr>) -> SocketAddr {
+    // The kernel always fills in the source of a UDP datagram; the unspecified address stands in for a
+    // family we do not know rather than failing the whole batch.
+    addr.map(unmapped).unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+}
