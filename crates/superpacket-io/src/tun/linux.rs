@@ -206,8 +206,9 @@ fn register(fd: OwnedFd) -> Result<RawQueue, IoError> {
     if rc < 0 {
         return Err(IoError::from_os("fcntl(O_NONBLOCK)", &io::Error::last_os_error()));
     }
-    let fd = AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-        .map_err(|e| IoError::from_os("epoll_ctl (tokio AsyncFd)", &e))?;
+    // SAFETY: an OwnedFd stays open and returns the same descriptor until the AsyncFd drops it.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+        .map_err(|e| IoError::from_os("epoll_ctl (tokio AsyncFd)", &e.into_parts().1))?;
     Ok(RawQueue { fd })
 }
 

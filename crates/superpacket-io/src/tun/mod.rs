@@ -279,10 +279,12 @@ impl WriteScratch {
         Self::default()
     }
 
-    fn coalescer(&mut self, options: CoalesceOptions) -> &mut Coalescer {
+    /// Replaces the frames with those `packets` coalesce into under `options`.
+    fn coalesce<P: AsRef<[u8]>>(&mut self, options: CoalesceOptions, packets: &[P]) {
         let c = self.coalescer.get_or_insert_with(|| Coalescer::new(options));
         c.set_options(options);
-        c
+        self.frames.clear();
+        c.coalesce(packets, &mut self.frames);
     }
 }
 
@@ -375,9 +377,7 @@ impl TunQueue {
                 }
                 return Ok(());
             }
-            let coalescer = scratch.coalescer(self.device.coalesce_options());
-            scratch.frames.clear();
-            coalescer.coalesce(packets, &mut scratch.frames);
+            scratch.coalesce(self.device.coalesce_options(), packets);
             for frame in scratch.frames.iter() {
                 self.write_frame_on(&io, frame).await?;
             }
