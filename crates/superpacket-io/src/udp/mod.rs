@@ -20,6 +20,10 @@ use crate::error::{ErrorKind, IoError};
 
 #[cfg(not(target_os = "linux"))]
 mod fallback;
+// On Linux the fallback is compiled for its unit tests only, so it cannot rot unseen.
+#[cfg(all(test, target_os = "linux"))]
+#[allow(dead_code)]
+mod fallback;
 #[cfg(target_os = "linux")]
 mod linux;
 
@@ -304,8 +308,10 @@ impl UdpSocket {
             .ok_or_else(|| IoError::new(ErrorKind::Os, "getsockname returned a non-IP address"))?;
         let gso = opts.gso && sys::gso_supported(&socket);
         let gro = opts.gro && sys::enable_gro(&socket);
-        let fd = AsyncFd::with_interest(socket, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| IoError::from_os("epoll_ctl", &e))?;
+        // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd drops
+        // it; nothing here swaps the Socket out (get_mut is never used).
+        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(|e| IoError::from_os("epoll_ctl", &e.into_parts().1))?;
         Ok(UdpSocket {
             fd: Mutex::new(Some(Arc::new(fd))),
             closed: watch::Sender::new(false),

@@ -1,0 +1,248 @@
+//! Linux system calls for the UDP socket: `sendmsg` with a `UDP_SEGMENT` control message (GSO),
+//! `sendmmsg`, `recvmmsg` reading the `UDP_GRO` control message, and the probes for both offloads.
+
+use std::borrow::Borrow;
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
+
+use libc::{c_int, c_uint, c_void, socklen_t};
+use socket2::{SockAddr, Socket};
+
+use super::{sender, RecvBatch, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
+use crate::error::IoError;
+
+/// Name of the send calls in errors.
+pub(super) const SEND_SYSCALL: &str = "sendmsg/sendmmsg";
+/// Name of the receive call in errors.
+pub(super) const RECV_SYSCALL: &str = "recvmmsg";
+
+/// `include/uapi/linux/udp.h`: segment size for GSO, as socket option or control message (u16).
+const UDP_SEGMENT: c_int = 103;
+/// `include/uapi/linux/udp.h`: receive coalescing; the control message carries the segment size (int).
+const UDP_GRO: c_int = 104;
+
+/// Control-message room per received message: the 4-byte `UDP_GRO` message plus slack for others the
+/// kernel may add.
+const RECV_CONTROL_SIZE: usize = 64;
+
+/// A control-message buffer aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ControlBuf([u8; RECV_CONTROL_SIZE]);
+
+/// Whether the kernel has UDP GSO (4.18+): reading the `UDP_SEGMENT` option succeeds.
+pub(super) fn gso_supported(socket: &Socket) -> bool {
+    let mut value: c_int = 0;
+    let mut len = mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: value and len are valid for writes of the sizes given; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, ptr::addr_of_mut!(value).cast(), &mut len)
+    };
+    rc == 0
+}
+
+/// Turns on UDP GRO (5.0+); false when the kernel refuses it.
+pub(super) fn enable_gro(socket: &Socket) -> bool {
+    set_int_option(socket.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1).is_ok()
+}
+
+/// Sets the socket buffers, past `net.core.{r,w}mem_max` when the process has CAP_NET_ADMIN
+/// (`SO_*BUFFORCE`), else as far as the kernel allows. 0 leaves a buffer alone.
+pub(super) fn set_buffer_sizes(socket: &Socket, recv: usize, send: usize) -> Result<(), IoError> {
+    let fd = socket.as_raw_fd();
+    for (size, force, plain, name) in [
+        (recv, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "setsockopt(SO_RCVBUF)"),
+        (send, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "setsockopt(SO_SNDBUF)"),
+    ] {
+        if size == 0 {
+            continue;
+        }
+        let size = c_int::try_from(size).unwrap_or(c_int::MAX);
+        if set_int_option(fd, libc::SOL_SOCKET, force, size).is_err() {
+            set_int_option(fd, libc::SOL_SOCKET, plain, size).map_err(|e| IoError::from_os(name, &e))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that lives across the call, with its size given.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, ptr::addr_of!(value).cast(), mem::size_of::<c_int>() as socklen_t)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether a failed GSO send may be the segmentation's fault: EIO when the egress device lacks checksum
+/// offload, EINVAL when the kernel or device refuses the segment size.
+pub(super) fn is_gso_refusal(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
+}
+
+/// Sends `buf` to `dest` as datagrams of `segment_size` bytes (the last may be shorter) with one
+/// `sendmsg` carrying a `UDP_SEGMENT` control message. UDP sends all of it or nothing.
+pub(super) fn send_gso(socket: &Socket, dest: &SockAddr, buf: &[u8], segment_size: usize) -> io::Result<()> {
+    let gso_size = u16::try_from(segment_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as c_uint) } as usize;
+    let mut control = ControlBuf([0; RECV_CONTROL_SIZE]);
+    let mut iov = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // The kernel only reads the name and the payload of a send.
+    msg.msg_name = dest.as_ptr().cast_mut().cast();
+    msg.msg_namelen = dest.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points to `space` (24) writable, aligned bytes, enough for one cmsghdr, so
+    // CMSG_FIRSTHDR returns a valid header and CMSG_DATA room for the u16 inside the same buffer. The
+    // length must be exactly CMSG_LEN(2) or the kernel answers EINVAL.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as c_uint) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso_size);
+    }
+    // SAFETY: msg and everything it points to (dest, iov, buf, control) outlive the call.
+    let rc = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sends up to [`MAX_BATCH`] messages from `msgs`, one datagram each, with one `sendmmsg`; returns how
+/// many the kernel took (at least one), in order.
+pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
+    socket: &Socket,
+    msgs: impl Iterator<Item = (A, &'a [u8])>,
+) -> io::Result<usize> {
+    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain data; all-zero values are valid.
+    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut name_lens = [0 as socklen_t; MAX_BATCH];
+    let mut count = 0;
+    for (i, (addr, data)) in msgs.take(MAX_BATCH).enumerate() {
+        let addr = addr.borrow();
+        let len = (addr.len() as usize).min(mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: SockAddr points to a sockaddr_storage-sized buffer of which `len` bytes are set; the
+        // destination is a distinct sockaddr_storage.
+        unsafe { ptr::copy_nonoverlapping(addr.as_ptr().cast::<u8>(), ptr::addr_of_mut!(names[i]).cast::<u8>(), len) };
+        name_lens[i] = len as socklen_t;
+        iovs[i] = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
+        count = i + 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let (names_ptr, iovs_ptr) = (names.as_mut_ptr(), iovs.as_mut_ptr());
+    for (i, hdr) in hdrs.iter_mut().take(count).enumerate() {
+        hdr.msg_hdr.msg_name = names_ptr.wrapping_add(i).cast::<c_void>();
+        hdr.msg_hdr.msg_namelen = name_lens[i];
+        hdr.msg_hdr.msg_iov = iovs_ptr.wrapping_add(i);
+        hdr.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` headers point into names, iovs and the callers' payloads, all alive
+    // across the call; the kernel only reads them (and writes msg_len).
+    let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), count as c_uint, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Receives up to `batch.capacity()` messages with one `recvmmsg` into the batch's buffers and metadata;
+/// returns how many.
+pub(super) fn recv_messages(socket: &Socket, batch: &mut RecvBatch) -> io::Result<usize> {
+    let count = batch.metas.len().min(MAX_BATCH);
+    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain data; all-zero values are valid.
+    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut controls = [ControlBuf([0; RECV_CONTROL_SIZE]); MAX_BATCH];
+    for (iov, slot) in iovs.iter_mut().zip(batch.bufs.chunks_exact_mut(RECV_BUFFER_SIZE)).take(count) {
+        *iov = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() };
+    }
+    let (names_ptr, iovs_ptr, controls_ptr) = (names.as_mut_ptr(), iovs.as_mut_ptr(), controls.as_mut_ptr());
+    for (i, hdr) in hdrs.iter_mut().take(count).enumerate() {
+        hdr.msg_hdr.msg_name = names_ptr.wrapping_add(i).cast::<c_void>();
+        hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        hdr.msg_hdr.msg_iov = iovs_ptr.wrapping_add(i);
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_control = controls_ptr.wrapping_add(i).cast::<c_void>();
+        hdr.msg_hdr.msg_controllen = RECV_CONTROL_SIZE as _;
+    }
+    // SAFETY: the first `count` headers point to distinct, writable names, control buffers and 64 KiB
+    // slots of `batch.bufs`, all alive and not otherwise borrowed across the call.
+    let rc = unsafe {
+        libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), count as c_uint, 0, ptr::null_mut())
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let received = (rc as usize).min(count);
+    for (i, (hdr, meta)) in hdrs.iter().zip(batch.metas.iter_mut()).take(received).enumerate() {
+        let len = (hdr.msg_len as usize).min(RECV_BUFFER_SIZE);
+        let stride = match gro_segment_size(&hdr.msg_hdr) {
+            Some(size) if size > 0 && size < len => size,
+            _ => len,
+        };
+        *meta = RecvMeta { addr: sender(socket_addr(&names[i], hdr.msg_hdr.msg_namelen)), len, stride };
+    }
+    Ok(received)
+}
+
+/// The segment size from a `UDP_GRO` control message of a received header, if there is one.
+fn gro_segment_size(msg: &libc::msghdr) -> Option<usize> {
+    // SAFETY: msg comes from a completed recvmmsg: msg_control/msg_controllen describe the control bytes
+    // the kernel wrote into our aligned buffer, which the CMSG_* macros walk without leaving it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let header = &*cmsg;
+            if header.cmsg_level == libc::SOL_UDP
+                && header.cmsg_type == UDP_GRO
+                && header.cmsg_len as usize >= libc::CMSG_LEN(mem::size_of::<c_int>() as c_uint) as usize
+            {
+                let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
+                return usize::try_from(size).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
+/// Reads an IPv4 or IPv6 socket address the kernel wrote; None for other families or short lengths.
+fn socket_addr(storage: &libc::sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller and less aligned.
+            let sin = unsafe { &*ptr::addr_of!(*storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which is smaller and less aligned.
+            let sin6 = unsafe { &*ptr::addr_of!(*storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
