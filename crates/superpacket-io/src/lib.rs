@@ -3,8 +3,10 @@
 //! offloads.
 #![warn(missing_docs)]
 
+pub mod datapath;
 pub mod error;
 pub mod tun;
+pub mod tunnel;
 pub mod udp;
 
 pub use error::IoError;
