@@ -294,8 +294,9 @@ fn capture(dev: &str, src: Vec<u8>, want: usize, ready: mpsc::Sender<()>) -> Vec
 
 /// Writes TCP and UDP flows from the TUN's subnet to an address routed over a veth without segmentation
 /// offload into namespace B, so the kernel segments our GSO frames in software while forwarding; the
-/// packets captured in B must be the packets we coalesced, byte for byte, less one hop.
-fn kernel_splits_written_frames_into_the_original_packets(v6: bool) {
+/// packets captured in B must be the packets we coalesced, byte for byte, less one hop. With
+/// `OffloadMode::Off` the same GSO frames are split by `write_frame` in userspace instead.
+fn written_frames_arrive_as_the_original_packets(v6: bool, mode: OffloadMode) {
     let (src, dst): (Vec<u8>, Vec<u8>) = if v6 {
         let s: Ipv6Addr = "2001:db8:10::2".parse().unwrap();
         let d: Ipv6Addr = "2001:db8:20::2".parse().unwrap();
@@ -333,11 +334,14 @@ fn kernel_splits_written_frames_into_the_original_packets(v6: bool) {
             let tun = Tun::open(&TunOptions {
                 ipv4: Some((Ipv4Addr::new(198, 18, 10, 1), 24)),
                 ipv6: Some(("2001:db8:10::1".parse().unwrap(), 64)),
-                ..opts(OffloadMode::Auto)
+                ..opts(mode)
             })
             .expect("open tun");
             let o = tun.offloads();
-            let options = CoalesceOptions { tcp: o.tso4 && o.tso6, udp: o.uso4 && o.uso6 };
+            let options = match mode {
+                OffloadMode::Off => CoalesceOptions { tcp: true, udp: true },
+                _ => CoalesceOptions { tcp: o.tso4 && o.tso6, udp: o.uso4 && o.uso6 },
+            };
             let mut frames = Frames::new();
             Coalescer::new(options).coalesce(&packets, &mut frames);
             let q = &tun.queues()[0];
@@ -349,11 +353,16 @@ fn kernel_splits_written_frames_into_the_original_packets(v6: bool) {
             let kinds: Vec<GsoKind> = frames.iter().map(|f| VirtioNetHdr::decode(f).unwrap().kind().unwrap()).collect();
             (kinds, tun.stats(), tun.coalescing_enabled())
         });
-        eprintln!("v6={v6}: frames {frames:?}, stats {stats:?}");
-        assert!(coalescing, "the kernel refused our GSO frames");
+        eprintln!("v6={v6} {mode:?}: frames {frames:?}, stats {stats:?}");
         assert_eq!(stats.tx_fallbacks, 0);
         assert!(frames.len() < input.len(), "nothing was coalesced: {frames:?}");
         assert_eq!(stats.tx_packets as usize, input.len());
+        if mode == OffloadMode::Off {
+            assert_eq!(stats.tx_syscalls as usize, input.len(), "split in userspace, one write per packet");
+        } else {
+            assert!(coalescing, "the kernel refused our GSO frames");
+            assert_eq!(stats.tx_syscalls as usize, frames.len(), "one write per frame");
+        }
         capturer.join().expect("capture thread")
     });
 
@@ -380,7 +389,7 @@ fn kernel_splits_written_ipv4_frames_into_the_original_packets() {
         return;
     }
     let _serial = serial();
-    kernel_splits_written_frames_into_the_original_packets(false);
+    written_frames_arrive_as_the_original_packets(false, OffloadMode::Auto);
 }
 
 #[test]
@@ -389,7 +398,17 @@ fn kernel_splits_written_ipv6_frames_into_the_original_packets() {
         return;
     }
     let _serial = serial();
-    kernel_splits_written_frames_into_the_original_packets(true);
+    written_frames_arrive_as_the_original_packets(true, OffloadMode::Auto);
+}
+
+#[test]
+fn without_vnet_hdr_gso_frames_are_split_into_the_original_packets() {
+    if !common::privileged("without_vnet_hdr_gso_frames_are_split_into_the_original_packets") {
+        return;
+    }
+    let _serial = serial();
+    written_frames_arrive_as_the_original_packets(false, OffloadMode::Off);
+    written_frames_arrive_as_the_original_packets(true, OffloadMode::Off);
 }
 
 #[test]
