@@ -183,11 +183,7 @@ fn probe_frame(proto: u8) -> Vec<u8> {
     } else {
         l4[4..6].copy_from_slice(&((l4_len + 2 * SEG) as u16).to_be_bytes());
     }
-    let pseudo = {
-        let mut acc = checksum::sum(&ip[12..20], 0);
-        acc = checksum::add_u16(acc, u16::from(proto));
-        checksum::add_u16(acc, (l4_len + 2 * SEG) as u16)
-    };
+    let pseudo = checksum::pseudo_header_v4(&[198, 18, 0, 1], &[198, 18, 0, 2], proto, (l4_len + 2 * SEG) as u16);
     let at = 20 + packet::l4_checksum_offset(proto);
     ip[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
     f
