@@ -169,15 +169,12 @@ fn plan_single(pkt: &[u8], vnet: &VirtioNetHdr, ip: &IpHeaders) -> Result<SplitP
     Ok(SplitPlan { kind: GsoKind::None, count: 1, seg_ip_len: pkt.len(), last_ip_len: pkt.len(), fixups })
 }
 
-fn plan_segments(
-    pkt: &[u8],
-    vnet: &VirtioNetHdr,
-    kind: GsoKind,
-    ip: &IpHeaders,
-) -> Result<SplitPlan, PacketError> {
+fn plan_segments(pkt: &[u8], vnet: &VirtioNetHdr, kind: GsoKind, ip: &IpHeaders) -> Result<SplitPlan, PacketError> {
     let kind_matches = matches!(
         (kind, ip.version, ip.proto),
-        (GsoKind::TcpV4, IpVersion::V4, PROTO_TCP) | (GsoKind::TcpV6, IpVersion::V6, PROTO_TCP) | (GsoKind::UdpL4, _, PROTO_UDP)
+        (GsoKind::TcpV4, IpVersion::V4, PROTO_TCP)
+            | (GsoKind::TcpV6, IpVersion::V6, PROTO_TCP)
+            | (GsoKind::UdpL4, _, PROTO_UDP)
     );
     if !kind_matches {
         return Err(PacketError::GsoTypeMismatch);
@@ -229,19 +226,26 @@ struct SegmentWriter<'a> {
     plan: SplitPlan,
     /// Pseudo-header sum of the addresses and protocol (the L4 length is added per segment).
     pseudo_base: u64,
+    /// Sum of the IPv4 header with total length, ID and checksum zeroed (those are added per segment).
+    ipv4_base: u64,
 }
 
 impl<'a> SegmentWriter<'a> {
     fn new(frame: &'a [u8], plan: SplitPlan) -> Result<Self, PacketError> {
         let pkt = ip_packet(frame)?;
-        let pseudo_base = match plan.fixups {
+        let (pseudo_base, ipv4_base) = match plan.fixups {
             Fixups::Segments(seg) => {
                 let (src, dst) = packet::addresses(pkt, seg.version);
-                checksum::add_u16(checksum::sum(dst, checksum::sum(src, 0)), u16::from(seg.proto))
+                let pseudo = checksum::add_u16(checksum::sum(dst, checksum::sum(src, 0)), u16::from(seg.proto));
+                let ipv4 = match seg.version {
+                    IpVersion::V4 => ipv4_invariant_sum(pkt.get(..seg.ip_hdr_len).ok_or(PacketError::Truncated)?),
+                    IpVersion::V6 => 0,
+                };
+                (pseudo, ipv4)
             }
-            Fixups::Copy | Fixups::Checksum { .. } => 0,
+            Fixups::Copy | Fixups::Checksum { .. } => (0, 0),
         };
-        Ok(SegmentWriter { pkt, plan, pseudo_base })
+        Ok(SegmentWriter { pkt, plan, pseudo_base, ipv4_base })
     }
 
     /// Writes segment `i` into `dst`, which is exactly its IP length.
@@ -261,22 +265,26 @@ impl<'a> SegmentWriter<'a> {
     fn write_segment(&self, seg: &SegmentShape, i: usize, dst: &mut [u8]) -> Result<(), PacketError> {
         let hdr_len = seg.ip_hdr_len + seg.l4_hdr_len;
         let payload_len = dst.len().checked_sub(hdr_len).ok_or(PacketError::Truncated)?;
-        let payload_start = i.checked_mul(seg.gso_size).and_then(|o| o.checked_add(hdr_len)).ok_or(PacketError::Truncated)?;
+        let payload_start =
+            i.checked_mul(seg.gso_size).and_then(|o| o.checked_add(hdr_len)).ok_or(PacketError::Truncated)?;
         let payload_end = payload_start.checked_add(payload_len).ok_or(PacketError::Truncated)?;
         let payload = self.pkt.get(payload_start..payload_end).ok_or(PacketError::Truncated)?;
-        copy(dst, 0, self.pkt.get(..hdr_len).ok_or(PacketError::Truncated)?)?;
-        copy(dst, hdr_len, payload)?;
-
         let seg_len = dst.len();
         let l4 = seg.ip_hdr_len;
         let l4_len = seg_len - l4;
+        // Summing the payload first brings it into L1 for the copy right after.
+        // l4_len ≤ 65,535 (the whole packet is), so the pseudo-header's length fits 16 bits for IPv6 too.
+        let acc = checksum::sum(payload, checksum::add_u16(self.pseudo_base, l4_len as u16));
+        copy(dst, 0, self.pkt.get(..hdr_len).ok_or(PacketError::Truncated)?)?;
+        copy(dst, hdr_len, payload)?;
+
         match seg.version {
             IpVersion::V4 => {
+                let id = read_u16(self.pkt, 4)?.wrapping_add(i as u16);
                 write_u16(dst, 2, seg_len as u16)?;
-                write_u16(dst, 4, read_u16(self.pkt, 4)?.wrapping_add(i as u16))?;
-                write_u16(dst, 10, 0)?;
-                let csum = checksum::checksum(dst.get(..seg.ip_hdr_len).ok_or(PacketError::Truncated)?);
-                write_u16(dst, 10, csum)?;
+                write_u16(dst, 4, id)?;
+                let csum = checksum::add_u16(checksum::add_u16(self.ipv4_base, seg_len as u16), id);
+                write_u16(dst, 10, checksum::finish(csum))?;
             }
             IpVersion::V6 => write_u16(dst, 4, (seg_len - IPV6_HDR_LEN) as u16)?,
         }
@@ -297,11 +305,24 @@ impl<'a> SegmentWriter<'a> {
             write_u16(dst, l4 + 4, l4_len as u16)?;
         }
         write_u16(dst, csum_field, 0)?;
-        // l4_len ≤ 65,535 (the whole packet is), so the pseudo-header's length fits 16 bits for IPv6 too.
-        let acc = checksum::add_u16(self.pseudo_base, l4_len as u16);
-        let acc = checksum::sum(dst.get(l4..).ok_or(PacketError::Truncated)?, acc);
+        // The L4 header has an even length, so its sum and the payload's add up as one region's.
+        let acc = checksum::sum(dst.get(l4..hdr_len).ok_or(PacketError::Truncated)?, acc);
         write_u16(dst, csum_field, l4_checksum(acc, seg.proto == PROTO_UDP))
     }
+}
+
+/// Sum of an IPv4 header (at most 60 bytes) without its total length, ID and checksum fields: the words
+/// every segment's header shares.
+fn ipv4_invariant_sum(hdr: &[u8]) -> u64 {
+    let mut copy = [0u8; 60];
+    let Some(buf) = copy.get_mut(..hdr.len()) else { return 0 };
+    buf.copy_from_slice(hdr);
+    for field in [2, 4, 10] {
+        if let Some(b) = buf.get_mut(field..field + 2) {
+            b.fill(0);
+        }
+    }
+    checksum::sum(buf, 0)
 }
 
 /// The L4 checksum field value for the running sum `acc`; UDP sends a computed 0 as 0xFFFF.

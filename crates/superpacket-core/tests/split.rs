@@ -8,9 +8,7 @@ use etherparse::{
     IpDscp, IpEcn, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader,
 };
 use superpacket_core::split::{plan, split_into, split_to_vec, Layout};
-use superpacket_core::vnet::{
-    FLAG_DATA_VALID, FLAG_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4,
-};
+use superpacket_core::vnet::{FLAG_DATA_VALID, FLAG_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use superpacket_core::{GsoKind, PacketError};
 
 const FIN: u8 = 0x01;
@@ -112,7 +110,13 @@ fn gso_cases() -> Vec<Case> {
         Case { name: "ipv4 id wraps udp", ip_id: 0xffff, payload: 3000, segments: 3, ..UDP4 },
         Case { name: "tcp seq wraps", seq: 0xffff_f000, payload: 10_000, segments: 7, ..TCP4 },
         Case { name: "gso without needs_csum", vnet_flags: 0, payload: 3000, segments: 3, ..TCP6 },
-        Case { name: "gso with data_valid", vnet_flags: FLAG_NEEDS_CSUM | FLAG_DATA_VALID, payload: 3000, segments: 3, ..UDP4 },
+        Case {
+            name: "gso with data_valid",
+            vnet_flags: FLAG_NEEDS_CSUM | FLAG_DATA_VALID,
+            payload: 3000,
+            segments: 3,
+            ..UDP4
+        },
     ]
 }
 
@@ -282,7 +286,7 @@ fn check_segment(c: &Case, b: &Built, i: usize, seg: &[u8]) {
     let want_payload = &b.payload[(i * gso).min(b.payload.len())..((i + 1) * gso).min(b.payload.len())];
     assert_eq!(seg.len(), b.ip_hdr_len() + b.l4_hdr_len() + want_payload.len(), "{ctx}: length");
     let l4_bytes = &seg[b.ip_hdr_len()..];
-    let (tcp_csum, udp_csum): (Box<dyn Fn(&TcpHeader) -> u16>, Box<dyn Fn(&UdpHeader) -> u16>) = match &b.ip {
+    let want_ip = match &b.ip {
         Ip::V4(orig) => {
             let (got, _) = Ipv4Header::from_slice(seg).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
             let mut want = orig.clone();
@@ -290,11 +294,7 @@ fn check_segment(c: &Case, b: &Built, i: usize, seg: &[u8]) {
             want.identification = orig.identification.wrapping_add(i as u16);
             want.header_checksum = want.calc_header_checksum();
             assert_eq!(got, want, "{ctx}: IPv4 header");
-            let w = want.clone();
-            (
-                Box::new(move |t| t.calc_checksum_ipv4(&want, want_payload).unwrap()),
-                Box::new(move |u| u.calc_checksum_ipv4(&w, want_payload).unwrap()),
-            )
+            Ip::V4(want)
         }
         Ip::V6(orig) => {
             let (got, rest) = Ipv6Header::from_slice(seg).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
@@ -305,11 +305,7 @@ fn check_segment(c: &Case, b: &Built, i: usize, seg: &[u8]) {
             let (_, next, _) = Ipv6Extensions::from_slice(got.next_header, rest).unwrap();
             let want_next = if c.tcp { IpNumber::TCP } else { IpNumber::UDP };
             assert_eq!(next, want_next, "{ctx}: protocol after extension headers");
-            let w = want.clone();
-            (
-                Box::new(move |t| t.calc_checksum_ipv6(&want, want_payload).unwrap()),
-                Box::new(move |u| u.calc_checksum_ipv6(&w, want_payload).unwrap()),
-            )
+            Ip::V6(want)
         }
     };
     let payload = match &b.l4 {
@@ -320,7 +316,7 @@ fn check_segment(c: &Case, b: &Built, i: usize, seg: &[u8]) {
             want.fin = orig.fin && i + 1 == c.segments;
             want.psh = orig.psh && i + 1 == c.segments;
             want.cwr = orig.cwr && i == 0;
-            want.checksum = tcp_csum(&want);
+            want.checksum = tcp_checksum(&want_ip, &want, want_payload);
             assert_eq!(got, want, "{ctx}: TCP header");
             payload
         }
@@ -328,12 +324,28 @@ fn check_segment(c: &Case, b: &Built, i: usize, seg: &[u8]) {
             let (got, payload) = UdpHeader::from_slice(l4_bytes).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
             let mut want = orig.clone();
             want.length = l4_bytes.len() as u16;
-            want.checksum = udp_csum(&want);
+            want.checksum = udp_checksum(&want_ip, &want, want_payload);
             assert_eq!(got, want, "{ctx}: UDP header");
             payload
         }
     };
     assert!(payload == want_payload, "{ctx}: payload bytes differ");
+}
+
+/// etherparse's TCP checksum of `tcp` + `payload` under `ip`.
+fn tcp_checksum(ip: &Ip, tcp: &TcpHeader, payload: &[u8]) -> u16 {
+    match ip {
+        Ip::V4(h) => tcp.calc_checksum_ipv4(h, payload).unwrap(),
+        Ip::V6(h) => tcp.calc_checksum_ipv6(h, payload).unwrap(),
+    }
+}
+
+/// etherparse's UDP checksum (0 already sent as 0xFFFF) of `udp` + `payload` under `ip`.
+fn udp_checksum(ip: &Ip, udp: &UdpHeader, payload: &[u8]) -> u16 {
+    match ip {
+        Ip::V4(h) => udp.calc_checksum_ipv4(h, payload).unwrap(),
+        Ip::V6(h) => udp.calc_checksum_ipv6(h, payload).unwrap(),
+    }
 }
 
 #[test]
@@ -439,14 +451,24 @@ fn gso_none_copies_and_completes_checksums() {
     let base = |c: Case| Case { gso_type: GSO_NONE, gso_size: 0, payload: 999, segments: 1, ..c };
     let cases = [
         NoneCase { name: "tcp4 needs_csum", base: base(TCP4), needs_csum: true, force_zero: false },
-        NoneCase { name: "tcp6 needs_csum with ext headers", base: Case { ip_options: true, ..base(TCP6) }, needs_csum: true, force_zero: false },
+        NoneCase {
+            name: "tcp6 needs_csum with ext headers",
+            base: Case { ip_options: true, ..base(TCP6) },
+            needs_csum: true,
+            force_zero: false,
+        },
         NoneCase { name: "udp4 needs_csum", base: base(UDP4), needs_csum: true, force_zero: false },
         NoneCase { name: "udp6 needs_csum", base: base(UDP6), needs_csum: true, force_zero: false },
         NoneCase { name: "udp4 checksum 0 sent as ffff", base: base(UDP4), needs_csum: true, force_zero: true },
         NoneCase { name: "udp6 checksum 0 sent as ffff", base: base(UDP6), needs_csum: true, force_zero: true },
         NoneCase { name: "tcp4 no csum: unchanged", base: base(TCP4), needs_csum: false, force_zero: false },
         NoneCase { name: "udp6 no csum: unchanged", base: base(UDP6), needs_csum: false, force_zero: false },
-        NoneCase { name: "large gso_size ignored", base: Case { gso_size: 1448, ..base(TCP4) }, needs_csum: true, force_zero: false },
+        NoneCase {
+            name: "large gso_size ignored",
+            base: Case { gso_size: 1448, ..base(TCP4) },
+            needs_csum: true,
+            force_zero: false,
+        },
     ];
     for nc in cases {
         let c = Case { vnet_flags: if nc.needs_csum { FLAG_NEEDS_CSUM } else { 0 }, ..nc.base };
@@ -465,7 +487,12 @@ fn gso_none_copies_and_completes_checksums() {
         }
         let input = b.packet().to_vec();
         let p = plan(&b.frame).unwrap();
-        assert_eq!((p.kind, p.count, p.seg_ip_len, p.last_ip_len), (GsoKind::None, 1, input.len(), input.len()), "{}", nc.name);
+        assert_eq!(
+            (p.kind, p.count, p.seg_ip_len, p.last_ip_len),
+            (GsoKind::None, 1, input.len(), input.len()),
+            "{}",
+            nc.name
+        );
         let segs = split_to_vec(&b.frame).unwrap_or_else(|e| panic!("{}: {e:?}", nc.name));
         assert_eq!(segs.len(), 1, "{}", nc.name);
         let out = &segs[0];
@@ -476,14 +503,8 @@ fn gso_none_copies_and_completes_checksums() {
                 Ip::V6(h) => (&h.source, &h.destination),
             };
             let csum = match &b.l4 {
-                L4::Tcp(t) => match &b.ip {
-                    Ip::V4(h) => t.calc_checksum_ipv4(h, &b.payload).unwrap(),
-                    Ip::V6(h) => t.calc_checksum_ipv6(h, &b.payload).unwrap(),
-                },
-                L4::Udp(u) => match &b.ip {
-                    Ip::V4(h) => u.calc_checksum_ipv4(h, &b.payload).unwrap(),
-                    Ip::V6(h) => u.calc_checksum_ipv6(h, &b.payload).unwrap(),
-                },
+                L4::Tcp(t) => tcp_checksum(&b.ip, t, &b.payload),
+                L4::Udp(u) => udp_checksum(&b.ip, u, &b.payload),
             };
             if nc.force_zero {
                 assert_eq!(csum, 0xffff, "{}: etherparse maps 0 to 0xFFFF", nc.name);
@@ -547,43 +568,177 @@ fn malformed_cases() -> Vec<Bad> {
         Bad { name: "vnet header only", base: tcp4, edit: |f| f.truncate(10), want: PacketError::Truncated },
         Bad { name: "truncated ipv4 header", base: tcp4, edit: |f| f.truncate(10 + 19), want: PacketError::Truncated },
         Bad { name: "truncated ipv6 header", base: tcp6, edit: |f| f.truncate(10 + 39), want: PacketError::Truncated },
-        Bad { name: "truncated ip (buffer shorter than ipv4 length)", base: tcp4, edit: |f| f.truncate(f.len() - 100), want: PacketError::Truncated },
-        Bad { name: "truncated ip (buffer shorter than ipv6 length)", base: udp6, edit: |f| f.truncate(f.len() - 1), want: PacketError::Truncated },
-        Bad { name: "truncated tcp header", base: tcp4, edit: |f| { f.truncate(10 + 20 + 19); set_be16(f, 12, 39) }, want: PacketError::Truncated },
-        Bad { name: "truncated udp header", base: udp4, edit: |f| { f.truncate(10 + 20 + 7); set_be16(f, 12, 27) }, want: PacketError::Truncated },
-        Bad { name: "ipv4 length larger than buffer", base: udp4, edit: |f| { let l = f.len() - 10 + 1; set_be16(f, 12, l as u16) }, want: PacketError::Truncated },
-        Bad { name: "ipv4 length smaller than buffer", base: tcp4, edit: |f| f.extend_from_slice(&[0; 4]), want: PacketError::LengthMismatch },
-        Bad { name: "ipv4 length smaller than buffer, gso none", base: none4, edit: |f| f.push(0), want: PacketError::LengthMismatch },
-        Bad { name: "ipv6 length smaller than buffer", base: tcp6, edit: |f| f.extend_from_slice(&[0; 2]), want: PacketError::LengthMismatch },
-        Bad { name: "ipv6 length larger than buffer", base: tcp6, edit: |f| { let l = f.len() - 50 + 8; set_be16(f, 14, l as u16) }, want: PacketError::Truncated },
-        Bad { name: "ipv4 length below header", base: tcp4, edit: |f| set_be16(f, 12, 19), want: PacketError::LengthMismatch },
-        Bad { name: "udp length too small", base: udp4, edit: |f| { let l = f.len() - 30 - 1; set_be16(f, 10 + 20 + 4, l as u16) }, want: PacketError::LengthMismatch },
-        Bad { name: "udp length too large", base: udp6, edit: |f| { let l = f.len() - 50 + 1; set_be16(f, 10 + 40 + 4, l as u16) }, want: PacketError::LengthMismatch },
-        Bad { name: "over 64 KiB of ipv4", base: Case { payload: 65_495, segments: 46, ..TCP4 }, edit: |f| f.push(0), want: PacketError::TooLarge },
-        Bad { name: "over 64 KiB of ipv6", base: Case { payload: 65_000, segments: 130, gso_size: 500, ..UDP6 }, edit: |f| {
-            let extra = 65_535 - (f.len() - 50);
-            f.extend(std::iter::repeat(7).take(extra));
-            set_be16(f, 14, 65_535);
-            set_be16(f, 10 + 40 + 4, 65_535);
-        }, want: PacketError::TooLarge },
+        Bad {
+            name: "truncated ip (buffer shorter than ipv4 length)",
+            base: tcp4,
+            edit: |f| f.truncate(f.len() - 100),
+            want: PacketError::Truncated,
+        },
+        Bad {
+            name: "truncated ip (buffer shorter than ipv6 length)",
+            base: udp6,
+            edit: |f| f.truncate(f.len() - 1),
+            want: PacketError::Truncated,
+        },
+        Bad {
+            name: "truncated tcp header",
+            base: tcp4,
+            edit: |f| {
+                f.truncate(10 + 20 + 19);
+                set_be16(f, 12, 39)
+            },
+            want: PacketError::Truncated,
+        },
+        Bad {
+            name: "truncated udp header",
+            base: udp4,
+            edit: |f| {
+                f.truncate(10 + 20 + 7);
+                set_be16(f, 12, 27)
+            },
+            want: PacketError::Truncated,
+        },
+        Bad {
+            name: "ipv4 length larger than buffer",
+            base: udp4,
+            edit: |f| {
+                let l = f.len() - 10 + 1;
+                set_be16(f, 12, l as u16)
+            },
+            want: PacketError::Truncated,
+        },
+        Bad {
+            name: "ipv4 length smaller than buffer",
+            base: tcp4,
+            edit: |f| f.extend_from_slice(&[0; 4]),
+            want: PacketError::LengthMismatch,
+        },
+        Bad {
+            name: "ipv4 length smaller than buffer, gso none",
+            base: none4,
+            edit: |f| f.push(0),
+            want: PacketError::LengthMismatch,
+        },
+        Bad {
+            name: "ipv6 length smaller than buffer",
+            base: tcp6,
+            edit: |f| f.extend_from_slice(&[0; 2]),
+            want: PacketError::LengthMismatch,
+        },
+        Bad {
+            name: "ipv6 length larger than buffer",
+            base: tcp6,
+            edit: |f| {
+                let l = f.len() - 50 + 8;
+                set_be16(f, 14, l as u16)
+            },
+            want: PacketError::Truncated,
+        },
+        Bad {
+            name: "ipv4 length below header",
+            base: tcp4,
+            edit: |f| set_be16(f, 12, 19),
+            want: PacketError::LengthMismatch,
+        },
+        Bad {
+            name: "udp length too small",
+            base: udp4,
+            edit: |f| {
+                let l = f.len() - 30 - 1;
+                set_be16(f, 10 + 20 + 4, l as u16)
+            },
+            want: PacketError::LengthMismatch,
+        },
+        Bad {
+            name: "udp length too large",
+            base: udp6,
+            edit: |f| {
+                let l = f.len() - 50 + 1;
+                set_be16(f, 10 + 40 + 4, l as u16)
+            },
+            want: PacketError::LengthMismatch,
+        },
+        Bad {
+            name: "over 64 KiB of ipv4",
+            base: Case { payload: 65_495, segments: 46, ..TCP4 },
+            edit: |f| f.push(0),
+            want: PacketError::TooLarge,
+        },
+        Bad {
+            name: "over 64 KiB of ipv6",
+            base: Case { payload: 65_000, segments: 130, gso_size: 500, ..UDP6 },
+            edit: |f| {
+                let extra = 65_535 - (f.len() - 50);
+                f.extend(std::iter::repeat(7).take(extra));
+                set_be16(f, 14, 65_535);
+                set_be16(f, 10 + 40 + 4, 65_535);
+            },
+            want: PacketError::TooLarge,
+        },
         Bad { name: "gso_size 0 tcp", base: tcp4, edit: |f| set_ne16(f, 4, 0), want: PacketError::GsoSizeZero },
         Bad { name: "gso_size 0 udp", base: udp6, edit: |f| set_ne16(f, 4, 0), want: PacketError::GsoSizeZero },
-        Bad { name: "gso csum_start outside packet", base: tcp4, edit: |f| set_ne16(f, 6, 60_000), want: PacketError::ChecksumOutOfRange },
-        Bad { name: "gso csum_start not at l4", base: tcp6, edit: |f| set_ne16(f, 6, 38), want: PacketError::ChecksumOutOfRange },
-        Bad { name: "gso csum_offset of udp on tcp", base: tcp4, edit: |f| set_ne16(f, 8, 6), want: PacketError::ChecksumOutOfRange },
-        Bad { name: "gso csum_offset of tcp on udp", base: udp4, edit: |f| set_ne16(f, 8, 16), want: PacketError::ChecksumOutOfRange },
-        Bad { name: "none csum field past the end", base: none4, edit: |f| { let l = f.len() - 10 - 20 - 1; set_ne16(f, 8, l as u16) }, want: PacketError::ChecksumOutOfRange },
-        Bad { name: "none csum_start past the end", base: none4, edit: |f| set_ne16(f, 6, u16::MAX), want: PacketError::ChecksumOutOfRange },
+        Bad {
+            name: "gso csum_start outside packet",
+            base: tcp4,
+            edit: |f| set_ne16(f, 6, 60_000),
+            want: PacketError::ChecksumOutOfRange,
+        },
+        Bad {
+            name: "gso csum_start not at l4",
+            base: tcp6,
+            edit: |f| set_ne16(f, 6, 38),
+            want: PacketError::ChecksumOutOfRange,
+        },
+        Bad {
+            name: "gso csum_offset of udp on tcp",
+            base: tcp4,
+            edit: |f| set_ne16(f, 8, 6),
+            want: PacketError::ChecksumOutOfRange,
+        },
+        Bad {
+            name: "gso csum_offset of tcp on udp",
+            base: udp4,
+            edit: |f| set_ne16(f, 8, 16),
+            want: PacketError::ChecksumOutOfRange,
+        },
+        Bad {
+            name: "none csum field past the end",
+            base: none4,
+            edit: |f| {
+                let l = f.len() - 10 - 20 - 1;
+                set_ne16(f, 8, l as u16)
+            },
+            want: PacketError::ChecksumOutOfRange,
+        },
+        Bad {
+            name: "none csum_start past the end",
+            base: none4,
+            edit: |f| set_ne16(f, 6, u16::MAX),
+            want: PacketError::ChecksumOutOfRange,
+        },
         Bad { name: "tcpv4 on ipv6", base: tcp6, edit: |f| f[1] = GSO_TCPV4, want: PacketError::GsoTypeMismatch },
         Bad { name: "tcpv6 on ipv4", base: tcp4, edit: |f| f[1] = GSO_TCPV6, want: PacketError::GsoTypeMismatch },
         Bad { name: "udp_l4 on tcp", base: tcp4, edit: |f| f[1] = GSO_UDP_L4, want: PacketError::GsoTypeMismatch },
         Bad { name: "udp_l4 on tcp ipv6", base: tcp6, edit: |f| f[1] = GSO_UDP_L4, want: PacketError::GsoTypeMismatch },
         Bad { name: "tcpv4 on udp", base: udp4, edit: |f| f[1] = GSO_TCPV4, want: PacketError::GsoTypeMismatch },
-        Bad { name: "tcpv4 on icmp", base: udp4, edit: |f| { f[1] = GSO_TCPV4; f[10 + 9] = 1 }, want: PacketError::GsoTypeMismatch },
+        Bad {
+            name: "tcpv4 on icmp",
+            base: udp4,
+            edit: |f| {
+                f[1] = GSO_TCPV4;
+                f[10 + 9] = 1
+            },
+            want: PacketError::GsoTypeMismatch,
+        },
         Bad { name: "bad ihl 4", base: tcp4, edit: |f| f[10] = 0x44, want: PacketError::BadHeader },
         Bad { name: "bad ihl 0", base: udp4, edit: |f| f[10] = 0x40, want: PacketError::BadHeader },
         Bad { name: "tcp data offset 4", base: tcp4, edit: |f| f[10 + 20 + 12] = 0x40, want: PacketError::BadHeader },
-        Bad { name: "ipv4 fragment (more fragments)", base: udp4, edit: |f| f[10 + 6] |= 0x20, want: PacketError::BadHeader },
+        Bad {
+            name: "ipv4 fragment (more fragments)",
+            base: udp4,
+            edit: |f| f[10 + 6] |= 0x20,
+            want: PacketError::BadHeader,
+        },
         Bad { name: "ipv4 fragment (offset)", base: tcp4, edit: |f| f[10 + 7] = 1, want: PacketError::BadHeader },
         Bad { name: "ipv6 fragment header", base: udp6, edit: |f| f[10 + 6] = 44, want: PacketError::BadHeader },
         Bad { name: "not ip", base: tcp4, edit: |f| f[10] = 0x55, want: PacketError::NotIp },
@@ -664,9 +819,6 @@ fn no_panics_on_truncated_or_corrupted_frames() {
 fn segment_ip_len_by_index() {
     let b = build(&Case { gso_size: 1000, payload: 2500, segments: 3, ..TCP4 });
     let p = plan(&b.frame).unwrap();
-    assert_eq!(
-        (0..4).map(|i| p.segment_ip_len(i)).collect::<Vec<_>>(),
-        vec![Some(1040), Some(1040), Some(540), None]
-    );
+    assert_eq!((0..4).map(|i| p.segment_ip_len(i)).collect::<Vec<_>>(), vec![Some(1040), Some(1040), Some(540), None]);
     assert_eq!(p.segment_ip_len(usize::MAX), None);
 }
