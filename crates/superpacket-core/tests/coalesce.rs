@@ -307,7 +307,7 @@ fn check_merged(name: &str, frame: &[u8], pkts: &[Pkt], members: &[usize]) {
     assert_eq!(usize::from(h.gso_size), first.payload.len(), "{name}: gso_size");
     assert_eq!(usize::from(h.csum_start), ip_len, "{name}: csum_start");
     assert_eq!(h.csum_offset, if first.udp { 6 } else { 16 }, "{name}: csum_offset");
-    assert!(&frame[10..] == &expected[..], "{name}: merged packet bytes differ from the expected packet");
+    assert!(frame[10..] == expected[..], "{name}: merged packet bytes differ from the expected packet");
 
     // Completing the checksum the way the kernel does (sum from csum_start, invert) gives the checksum
     // of the packet etherparse built with all the payload.
