@@ -2,8 +2,8 @@
 //!
 //! [`plan`] validates a frame once and works out every length. [`split_into`] then writes each segment's
 //! complete IP packet at a fixed stride into one caller buffer, leaving headroom and tailroom around each
-//! for a framer, so the payload is copied exactly once and summed right after the copy while it is still
-//! in cache. Headers are parsed once per frame, never per segment.
+//! for a framer. Each payload chunk is read once from memory: summing it pulls it into L1, and the one
+//! copy that follows reads it from there. Headers are parsed once per frame, never per segment.
 
 use crate::checksum;
 use crate::packet::{self, IpHeaders, IpVersion, IPV6_HDR_LEN, MAX_IP_PACKET, PROTO_TCP, PROTO_UDP};
