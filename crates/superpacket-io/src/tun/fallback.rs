@@ -27,7 +27,7 @@ impl RawQueue {
     pub(super) async fn write(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
         match parts {
             [one] => self.dev.send(one).await,
-            _ => self.dev.send(&parts.concat()).await,
+            _ => self.dev.send(&parts.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>()).await,
         }
     }
 }
