@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use socket2::{SockAddr, Socket};
 
-use super::{sender, RecvBatch, RecvMeta, RECV_BUFFER_SIZE};
+use super::{sender, GsoRefusal, RecvBatch, RecvMeta, RECV_BUFFER_SIZE};
 use crate::error::IoError;
 
 /// Name of the send call in errors.
@@ -39,8 +39,8 @@ pub(super) fn set_buffer_sizes(socket: &Socket, recv: usize, send: usize) -> Res
 }
 
 /// Never a GSO refusal: [`send_gso`] is not called without GSO.
-pub(super) fn is_gso_refusal(_err: &io::Error) -> bool {
-    false
+pub(super) fn gso_refusal(_err: &io::Error) -> Option<GsoRefusal> {
+    None
 }
 
 /// GSO is unavailable; the caller checks the capability first, so this only reports that.

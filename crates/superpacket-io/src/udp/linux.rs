@@ -11,7 +11,7 @@ use std::ptr;
 use libc::{c_int, c_uint, c_void, socklen_t};
 use socket2::{SockAddr, Socket};
 
-use super::{sender, RecvBatch, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
+use super::{sender, GsoRefusal, RecvBatch, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
 use crate::error::IoError;
 
 /// Name of the send calls in errors.
@@ -80,10 +80,16 @@ fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Res
     }
 }
 
-/// Whether a failed GSO send may be the segmentation's fault: EIO when the egress device lacks checksum
-/// offload, EINVAL when the kernel or device refuses the segment size.
-pub(super) fn is_gso_refusal(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
+/// Classifies a failed GSO send: EIO (egress device without checksum offload on kernels before 6.11,
+/// IPsec on the route) and EINVAL (segmentation refused, UDP checksums off) concern the socket; EMSGSIZE
+/// (segment above the path MTU; measured on 6.18, where plain sends of the same size are fragmented)
+/// concerns the train.
+pub(super) fn gso_refusal(err: &io::Error) -> Option<GsoRefusal> {
+    match err.raw_os_error()? {
+        libc::EIO | libc::EINVAL => Some(GsoRefusal::Socket),
+        libc::EMSGSIZE => Some(GsoRefusal::Train),
+        _ => None,
+    }
 }
 
 /// Sends `buf` to `dest` as datagrams of `segment_size` bytes (the last may be shorter) with one

@@ -344,10 +344,12 @@ impl UdpSocket {
     ///
     /// With GSO, one `sendmsg(UDP_SEGMENT)` carries up to [`MAX_SEGMENTS`] datagrams and at most
     /// 65,507 (IPv4) or 65,527 (IPv6) bytes. When a GSO send fails with EIO (egress device without
-    /// checksum offload) or EINVAL (segmentation refused) and the first of its datagrams then goes out
-    /// alone, GSO is switched off for this socket ([`UdpCaps::gso`] turns false, `gso_fallbacks` counts 1)
-    /// and the rest of those datagrams follow with `sendmmsg`: nothing is lost or sent twice. Without GSO
-    /// every send is a `sendmmsg` of up to [`MAX_BATCH`] datagrams.
+    /// checksum offload before Linux 6.11, IPsec) or EINVAL (segmentation refused) and the first of its
+    /// datagrams then goes out alone, GSO is switched off for this socket ([`UdpCaps::gso`] turns false,
+    /// `gso_fallbacks` counts 1) and the rest of those datagrams follow with `sendmmsg`: nothing is lost or
+    /// sent twice. When it fails with EMSGSIZE (segments above the path MTU) this train goes out without
+    /// GSO, as plain sends would, and GSO stays on. Without GSO every send is a `sendmmsg` of up to
+    /// [`MAX_BATCH`] datagrams.
     ///
     /// On an error, the datagrams before the failing system call have been sent.
     pub async fn send_segments(&self, dest: SocketAddr, buf: &[u8], segment_size: usize) -> Result<(), IoError> {
@@ -365,7 +367,9 @@ impl UdpSocket {
         let fd = self.fd()?;
         let train = self.train(dest, buf, segment_size)?;
         let mut sent = 0;
-        match fd.try_io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent)) {
+        // Straight to the system call: tokio's cached readiness may lag (it is only a hint), and a
+        // WouldBlock here costs the async operations nothing but one retry.
+        match self.send_train(fd.get_ref(), &train, &mut sent) {
             Ok(()) => Ok(sent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
@@ -383,12 +387,12 @@ impl UdpSocket {
         self.until_closed(sys::SEND_SYSCALL, op).await
     }
 
-    /// Like [`send_batch`](Self::send_batch) without waiting: returns how many messages were sent (fewer
+    /// Like [`send_batch`](Self::send_batch) without waiting (straight to the system call): returns how many messages were sent (fewer
     /// than `msgs.len()` when the socket would block).
     pub fn try_send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<usize, IoError> {
         let fd = self.fd()?;
         let mut sent = 0;
-        match fd.try_io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent)) {
+        match self.send_messages(fd.get_ref(), msgs, &mut sent) {
             Ok(()) => Ok(sent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
@@ -406,11 +410,12 @@ impl UdpSocket {
         Ok(self.received(batch, n))
     }
 
-    /// Like [`recv_batch`](Self::recv_batch) without waiting: returns 0 when nothing is queued.
+    /// Like [`recv_batch`](Self::recv_batch) without waiting (straight to the system call): returns 0 when
+    /// nothing is queued.
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
         let fd = self.fd()?;
         batch.clear();
-        match fd.try_io(Interest::READABLE, |socket| sys::recv_messages(socket, batch)) {
+        match sys::recv_messages(fd.get_ref(), batch) {
             Ok(n) => Ok(self.received(batch, n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(IoError::from_os(sys::RECV_SYSCALL, &e)),
@@ -468,16 +473,18 @@ impl UdpSocket {
     /// after WouldBlock resumes where this one stopped.
     fn send_train(&self, socket: &Socket, train: &Train<'_>, sent: &mut usize) -> io::Result<()> {
         let seg = train.segment_size;
+        // Turned off for the rest of this train when the segments are too big to segment (EMSGSIZE).
+        let mut gso_for_train = true;
         while let Some(rest) = train.buf.get(*sent..).filter(|rest| !rest.is_empty()) {
-            if rest.len() > seg && self.gso.load(Relaxed) {
+            if rest.len() > seg && gso_for_train && self.gso.load(Relaxed) {
                 let chunk = &rest[..rest.len().min(train.segments_per_gso * seg)];
-                match sys::send_gso(socket, &train.dest, chunk, seg) {
-                    Ok(()) => {
-                        self.counters.sent(chunk.len().div_ceil(seg), chunk.len(), true);
-                        *sent += chunk.len();
-                        continue;
-                    }
-                    Err(e) if sys::is_gso_refusal(&e) => {
+                let Err(err) = sys::send_gso(socket, &train.dest, chunk, seg) else {
+                    self.counters.sent(chunk.len().div_ceil(seg), chunk.len(), true);
+                    *sent += chunk.len();
+                    continue;
+                };
+                match sys::gso_refusal(&err) {
+                    Some(GsoRefusal::Socket) => {
                         // Segmentation is to blame only if the first datagram goes out on its own; if it
                         // does not, its error is the answer and GSO stays on.
                         let first = &rest[..seg];
@@ -487,10 +494,12 @@ impl UdpSocket {
                         if self.gso.swap(false, Relaxed) {
                             self.counters.gso_fallbacks.fetch_add(1, Relaxed);
                         }
-                        continue;
                     }
-                    Err(e) => return Err(e),
+                    // The datagrams still go out one by one (fragmented, as a plain send would be).
+                    Some(GsoRefusal::Train) => gso_for_train = false,
+                    None => return Err(err),
                 }
+                continue;
             }
             let n = sys::send_messages(socket, rest.chunks(seg).take(MAX_BATCH).map(|d| (&train.dest, d)))?;
             let bytes = rest.len().min(n * seg);
@@ -537,6 +546,15 @@ struct Train<'a> {
     segment_size: usize,
     /// Datagrams per GSO send: [`MAX_SEGMENTS`], fewer when they would exceed the IP payload limit.
     segments_per_gso: usize,
+}
+
+/// Why the kernel refused a GSO send that plain sends may still carry.
+enum GsoRefusal {
+    /// The socket cannot use GSO (egress device without checksum offload before Linux 6.11, IPsec on
+    /// the route, UDP checksums switched off): switch GSO off for good.
+    Socket,
+    /// This train cannot be segmented (segments above the path MTU): send it without GSO, keep GSO on.
+    Train,
 }
 
 /// `addr` with an IPv4-mapped IPv6 address turned into plain IPv4.
