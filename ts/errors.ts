@@ -47,20 +47,17 @@ const DETAILS = / \[details:(\{.*\})\]$/
  */
 export function fromNative(err: unknown): unknown {
   if (!(err instanceof Error)) return err
-  const code = (err as { code?: unknown }).code
-  if (typeof code !== 'string' || !code.startsWith('ERR_SUPERPACKET_')) return err
-  let message = err.message
-  let extra: { reason?: string; errno?: number; syscall?: string } = {}
-  const m = DETAILS.exec(message)
-  if (m?.[1] !== undefined) {
-    message = message.slice(0, m.index)
-    try {
-      extra = JSON.parse(m[1]) as typeof extra
-    } catch {
-      // Details are best effort; the code and message still stand.
-    }
+  const m = DETAILS.exec(err.message)
+  if (m?.[1] === undefined) return err
+  let details: { code?: string; reason?: string; errno?: number; syscall?: string }
+  try {
+    details = JSON.parse(m[1]) as typeof details
+  } catch {
+    return err
   }
-  return new SuperpacketError(code as SuperpacketErrorCode, message, { ...extra, cause: err })
+  if (typeof details.code !== 'string' || !details.code.startsWith('ERR_SUPERPACKET_')) return err
+  const { code, ...extra } = details
+  return new SuperpacketError(code as SuperpacketErrorCode, err.message.slice(0, m.index), { ...extra, cause: err })
 }
 
 /**

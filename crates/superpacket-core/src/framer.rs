@@ -113,6 +113,37 @@ impl Framer for HeaderFramer {
     }
 }
 
+/// Reserves headroom and tailroom and seals nothing: the slots are handed to a framer that runs elsewhere
+/// (a JavaScript framer that seals a whole batch at once), which must fill each slot completely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveFramer {
+    /// Bytes before each segment.
+    pub headroom: usize,
+    /// Bytes after each segment.
+    pub tailroom: usize,
+}
+
+impl Framer for ReserveFramer {
+    fn headroom(&self) -> usize {
+        self.headroom
+    }
+    fn tailroom(&self) -> usize {
+        self.tailroom
+    }
+    fn seal(&self, buf: &mut [u8], payload_len: usize, _counter: u64) -> Result<usize, SealError> {
+        if buf.len() != self.headroom + payload_len + self.tailroom {
+            return Err(SealError::BadLayout);
+        }
+        Ok(buf.len())
+    }
+    fn open(&self, datagram: &mut [u8]) -> Result<Range<usize>, DropReason> {
+        if datagram.len() <= self.headroom + self.tailroom {
+            return Err(DropReason::TooShort);
+        }
+        Ok(self.headroom..datagram.len() - self.tailroom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +160,16 @@ mod tests {
         assert_eq!(f.open(&mut [b'c', b'i']), Err(DropReason::TooShort));
         assert_eq!(f.seal(&mut buf, 9, 0), Err(SealError::BadLayout));
         assert!(HeaderFramer::new(&[0; 256]).is_none());
+    }
+
+    #[test]
+    fn reserve_framer_keeps_whole_slots() {
+        let f = ReserveFramer { headroom: 2, tailroom: 3 };
+        let mut buf = [0u8; 10];
+        assert_eq!(f.seal(&mut buf, 5, 0), Ok(10));
+        assert_eq!(f.seal(&mut buf, 4, 0), Err(SealError::BadLayout));
+        assert_eq!(f.open(&mut buf), Ok(2..7));
+        assert_eq!(f.open(&mut buf[..5]), Err(DropReason::TooShort));
     }
 
     #[test]

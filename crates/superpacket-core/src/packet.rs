@@ -147,7 +147,7 @@ pub const fn l4_checksum_offset(proto: u8) -> usize {
 }
 
 /// Source and destination addresses as slices (4 or 16 bytes each). `pkt` must have passed [`parse_ip`].
-pub fn addresses<'a>(pkt: &'a [u8], version: IpVersion) -> (&'a [u8], &'a [u8]) {
+pub fn addresses(pkt: &[u8], version: IpVersion) -> (&[u8], &[u8]) {
     match version {
         IpVersion::V4 => (&pkt[12..16], &pkt[16..20]),
         IpVersion::V6 => (&pkt[8..24], &pkt[24..40]),

@@ -45,6 +45,11 @@ impl Outbound {
         &self.framer
     }
 
+    /// The counter the next sealed segment gets.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
     /// Splits `frame` (virtio_net_hdr + IP packet) into the send buffer and seals every segment in place.
     /// A malformed frame is an [`ErrorKind::InvalidPacket`] error and leaves nothing behind.
     pub fn prepare(&mut self, frame: &[u8]) -> Result<Prepared<'_>, IoError> {

@@ -1,40 +1,40 @@
 //! Native errors to JS errors with a stable `code`.
+//!
+//! napi-rs sets a JS error's `code` from a fixed status enum, so the `ERR_SUPERPACKET_*` code travels in
+//! the message's trailing ` [details:{json}]` together with reason, errno and syscall; `ts/errors.ts`
+//! moves them onto the error object.
 
+use napi::Status;
 use superpacket_core::PacketError;
 use superpacket_io::IoError;
 
-/// A JS error: `code` is the `ERR_SUPERPACKET_*` string.
-pub type JsResult<T> = napi::Result<T, String>;
+/// Results of every binding.
 
-fn details(reason: Option<&str>, errno: Option<i32>, syscall: Option<&str>) -> String {
-    let mut parts = Vec::new();
+fn coded(code: &str, message: &str, reason: Option<&str>, errno: Option<i32>, syscall: Option<&str>) -> napi::Error {
+    let mut details = format!("\"code\":\"{code}\"");
     if let Some(r) = reason {
-        parts.push(format!("\"reason\":\"{r}\""));
+        details.push_str(&format!(",\"reason\":\"{r}\""));
     }
     if let Some(e) = errno {
-        parts.push(format!("\"errno\":{e}"));
+        details.push_str(&format!(",\"errno\":{e}"));
     }
     if let Some(s) = syscall {
-        parts.push(format!("\"syscall\":\"{}\"", s.replace('"', "'")));
+        details.push_str(&format!(",\"syscall\":\"{}\"", s.replace(['"', '\\'], "'")));
     }
-    format!(" [details:{{{}}}]", parts.join(","))
+    napi::Error::new(Status::GenericFailure, format!("{message} [details:{{{details}}}]"))
 }
 
 /// An invalid-packet error from the packet core.
-pub fn packet_error(e: PacketError) -> napi::Error<String> {
-    napi::Error::new(
-        "ERR_SUPERPACKET_INVALID_PACKET".to_string(),
-        format!("invalid frame: {e}{}", details(Some(e.reason()), None, None)),
-    )
+pub fn packet_error(e: PacketError) -> napi::Error {
+    coded("ERR_SUPERPACKET_INVALID_PACKET", &format!("invalid frame: {e}"), Some(e.reason()), None, None)
 }
 
 /// An error from the I/O layer, errno and syscall kept.
-pub fn io_error(e: IoError) -> napi::Error<String> {
-    let d = details(None, e.errno, e.syscall);
-    napi::Error::new(e.code().to_string(), format!("{}{d}", e.message))
+pub fn io_error(e: IoError) -> napi::Error {
+    coded(e.code(), &e.message, None, e.errno, e.syscall)
 }
 
 /// An argument out of range.
-pub fn invalid_argument(message: impl std::fmt::Display) -> napi::Error<String> {
-    napi::Error::new("ERR_SUPERPACKET_INVALID_ARGUMENT".to_string(), format!("{message}{}", details(None, None, None)))
+pub fn invalid_argument(message: impl std::fmt::Display) -> napi::Error {
+    coded("ERR_SUPERPACKET_INVALID_ARGUMENT", &message.to_string(), None, None, None)
 }

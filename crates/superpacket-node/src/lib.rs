@@ -3,6 +3,11 @@
 //! Errors cross as JS `Error`s whose `code` is the stable `ERR_SUPERPACKET_*` string and whose message
 //! ends with ` [details:{json}]` (reason, errno, syscall); the TypeScript layer turns that into
 //! properties of a `SuperpacketError` (see ts/errors.ts).
+#![allow(missing_docs)]
 
 mod error;
+mod framer;
 mod packet;
+mod tun;
+mod tunnel;
+mod udp;

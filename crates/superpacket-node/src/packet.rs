@@ -5,11 +5,12 @@ use napi_derive::napi;
 use superpacket_core::coalesce::{CoalesceOptions, Coalescer, Frames};
 use superpacket_core::split::{self, Layout};
 
-use crate::error::{packet_error, JsResult};
+use napi::Result;
+use crate::error::{packet_error};
 
 /// Splits one frame (10-byte virtio_net_hdr + IP packet) into complete IP packets with final checksums.
 #[napi(js_name = "splitSuperpacket")]
-pub fn split_superpacket(frame: &[u8]) -> JsResult<Vec<Buffer>> {
+pub fn split_superpacket(frame: &[u8]) -> Result<Vec<Buffer>> {
     let plan = split::plan(frame).map_err(packet_error)?;
     let layout = Layout::default();
     let mut out = vec![0u8; plan.buffer_len(layout)];
@@ -36,7 +37,7 @@ pub struct CoalesceSwitches {
 
 /// Coalesces IP packets into frames ready for a TUN write, keeping each flow's order.
 #[napi(js_name = "coalescePackets")]
-pub fn coalesce_packets(packets: Vec<&[u8]>, options: Option<CoalesceSwitches>) -> JsResult<Vec<Buffer>> {
+pub fn coalesce_packets(packets: Vec<&[u8]>, options: Option<CoalesceSwitches>) -> Result<Vec<Buffer>> {
     let opts = CoalesceOptions {
         tcp: options.as_ref().and_then(|o| o.tcp).unwrap_or(true),
         udp: options.as_ref().and_then(|o| o.udp).unwrap_or(true),
