@@ -266,9 +266,11 @@ const SO_NO_CHECK: libc::c_int = 11;
 /// does not hand out the descriptor). The address is unique: it exists only in the test's namespace.
 fn disable_udp_checksums(local: SocketAddr) {
     let found = (3..4096).find(|&fd| {
-        // SAFETY: getsockname writes at most `len` bytes into the storage; unknown or non-socket fds fail.
+        // SAFETY: sockaddr_storage is plain data; all-zero is valid. getsockname below writes at most
+        // `len` bytes into it, and fails on descriptors that are not sockets.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: as above; the storage and len outlive the call.
         let rc = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(storage).cast(), &mut len) };
         if rc != 0 || libc::c_int::from(storage.ss_family) != libc::AF_INET {
             return false;
@@ -281,9 +283,7 @@ fn disable_udp_checksums(local: SocketAddr) {
     let fd = found.expect("the sending socket's descriptor");
     let one: libc::c_int = 1;
     // SAFETY: a c_int option value with its size, on an open socket.
-    let rc = unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, SO_NO_CHECK, std::ptr::addr_of!(one).cast(), 4)
-    };
+    let rc = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, SO_NO_CHECK, std::ptr::addr_of!(one).cast(), 4) };
     assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
 }
 
@@ -340,7 +340,10 @@ fn gso_over_veth(tag: &str, case: VethCase) -> VethRun {
         run.got = receiver.join().expect("receiver thread");
         eprintln!(
             "{tag}: after the first burst {:?} {:?}; at the end {:?}; received {}",
-            run.caps_after_first, run.stats_after_first, run.stats, run.got.len()
+            run.caps_after_first,
+            run.stats_after_first,
+            run.stats,
+            run.got.len()
         );
         run
     })

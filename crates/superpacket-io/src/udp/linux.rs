@@ -70,9 +70,8 @@ pub(super) fn set_buffer_sizes(socket: &Socket, recv: usize, send: usize) -> Res
 
 fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
     // SAFETY: the option value is a c_int that lives across the call, with its size given.
-    let rc = unsafe {
-        libc::setsockopt(fd, level, name, ptr::addr_of!(value).cast(), mem::size_of::<c_int>() as socklen_t)
-    };
+    let rc =
+        unsafe { libc::setsockopt(fd, level, name, ptr::addr_of!(value).cast(), mem::size_of::<c_int>() as socklen_t) };
     if rc == 0 {
         Ok(())
     } else {
@@ -134,9 +133,11 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
     socket: &Socket,
     msgs: impl Iterator<Item = (A, &'a [u8])>,
 ) -> io::Result<usize> {
-    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain data; all-zero values are valid.
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
+    // SAFETY: iovec is plain data; all-zero is valid.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    // SAFETY: mmsghdr is plain data; all-zero is valid.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut name_lens = [0 as socklen_t; MAX_BATCH];
     let mut count = 0;
@@ -163,20 +164,19 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
     // SAFETY: the first `count` headers point into names, iovs and the callers' payloads, all alive
     // across the call; the kernel only reads them (and writes msg_len).
     let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), count as c_uint, 0) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
+    // Negative means failure, with errno set.
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
 /// Receives up to `batch.capacity()` messages with one `recvmmsg` into the batch's buffers and metadata;
 /// returns how many.
 pub(super) fn recv_messages(socket: &Socket, batch: &mut RecvBatch) -> io::Result<usize> {
     let count = batch.metas.len().min(MAX_BATCH);
-    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain data; all-zero values are valid.
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
+    // SAFETY: iovec is plain data; all-zero is valid.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    // SAFETY: mmsghdr is plain data; all-zero is valid.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut controls = [ControlBuf([0; RECV_CONTROL_SIZE]); MAX_BATCH];
     for (iov, slot) in iovs.iter_mut().zip(batch.bufs.chunks_exact_mut(RECV_BUFFER_SIZE)).take(count) {
@@ -193,13 +193,9 @@ pub(super) fn recv_messages(socket: &Socket, batch: &mut RecvBatch) -> io::Resul
     }
     // SAFETY: the first `count` headers point to distinct, writable names, control buffers and 64 KiB
     // slots of `batch.bufs`, all alive and not otherwise borrowed across the call.
-    let rc = unsafe {
-        libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), count as c_uint, 0, ptr::null_mut())
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let received = (rc as usize).min(count);
+    let rc = unsafe { libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), count as c_uint, 0, ptr::null_mut()) };
+    // Negative means failure, with errno set.
+    let received = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?.min(count);
     for (i, (hdr, meta)) in hdrs.iter().zip(batch.metas.iter_mut()).take(received).enumerate() {
         let len = (hdr.msg_len as usize).min(RECV_BUFFER_SIZE);
         let stride = match gro_segment_size(&hdr.msg_hdr) {

@@ -282,7 +282,10 @@ impl UdpSocket {
     /// I/O enabled.
     pub fn bind(opts: &UdpOptions) -> Result<UdpSocket, IoError> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(IoError::new(ErrorKind::InvalidArgument, "UdpSocket::bind must be called inside a tokio runtime"));
+            return Err(IoError::new(
+                ErrorKind::InvalidArgument,
+                "UdpSocket::bind must be called inside a tokio runtime",
+            ));
         }
         let socket = Socket::new(Domain::for_address(opts.local), Type::DGRAM, Some(Protocol::UDP))
             .map_err(|e| IoError::from_os("socket", &e))?;
