@@ -58,6 +58,8 @@ export interface TunnelStats {
  */
 export class Tunnel implements AsyncDisposable {
   readonly #native: InstanceType<typeof binding.NativeTunnel>
+  /** Keeps the process alive while the tunnel runs, as a listening server does. */
+  #keepAlive: NodeJS.Timeout | undefined = setInterval(() => {}, 2 ** 31 - 1)
 
   private constructor(n: InstanceType<typeof binding.NativeTunnel>) {
     this.#native = n
@@ -89,7 +91,15 @@ export class Tunnel implements AsyncDisposable {
 
   /** Stops both directions; the TUN and socket stay open. */
   async stop(): Promise<void> {
+    clearInterval(this.#keepAlive)
+    this.#keepAlive = undefined
     await nativeAsync(this.#native.stop())
+  }
+
+  /** Lets the process exit while the tunnel runs (like `server.unref()`). */
+  unref(): this {
+    this.#keepAlive?.unref()
+    return this
   }
 
   /** Same as {@link Tunnel.stop}. */

@@ -1,0 +1,93 @@
+/**
+ * One tunnel endpoint, run inside a namespace by the demo, the tests and the benchmarks.
+ *
+ *   node dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
+ *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js]
+ *     [--framer plain|header] [--mtu 1420] [--queues 1]
+ *
+ * Prints `ready {json}` once up, and `stats {json}` on SIGUSR2 and before it exits on SIGTERM/SIGINT.
+ * @internal
+ * @module
+ */
+import { parseArgs } from 'node:util'
+import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type Peer } from '../index.js'
+
+const { values: o } = parseArgs({
+  options: {
+    tun: { type: 'string', default: 'sp0' },
+    inner4: { type: 'string' },
+    inner6: { type: 'string' },
+    listen: { type: 'string', default: '0.0.0.0:51820' },
+    peer: { type: 'string' },
+    offload: { type: 'string', default: 'auto' },
+    mode: { type: 'string', default: 'native' },
+    framer: { type: 'string', default: 'plain' },
+    mtu: { type: 'string', default: '1420' },
+    queues: { type: 'string', default: '1' },
+  },
+})
+
+function hostPort(s: string): Peer {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s)
+  if (!m) throw new Error(`'${s}' is not address:port`)
+  return { address: m[1]!, port: Number(m[2]) }
+}
+
+const offload = o.offload === 'auto' ? 'auto' : o.offload === 'on'
+const framer: NativeFramer = o.framer === 'header' ? headerFramer(Buffer.from('superpkt')) : plainFramer()
+const listen = hostPort(o.listen!)
+const peer = o.peer ? hostPort(o.peer) : undefined
+
+const tun = await Tun.open({
+  name: o.tun!,
+  mtu: Number(o.mtu),
+  ipv4: o.inner4,
+  ipv6: o.inner6,
+  offload,
+  queues: o.mode === 'js' ? 1 : Number(o.queues),
+})
+const sock = await UdpSocket.bind({ address: listen.address, port: listen.port })
+
+let tunnel: Tunnel | undefined
+const loops: Promise<void>[] = []
+if (o.mode === 'native') {
+  tunnel = await Tunnel.start({ tun, socket: sock, peer, framer })
+} else {
+  if (peer === undefined) throw new Error('--mode js needs --peer')
+  const f: Framer = framer
+  const writer = sock.segmentWriter(peer, { framer: f })
+  const inbound = tun.packetWriter({ framer: f })
+  loops.push(
+    (async () => {
+      for (;;) {
+        const sps = await tun.read().catch(() => undefined)
+        if (sps === undefined) return
+        await writer.write(sps).catch(() => {})
+      }
+    })(),
+    (async () => {
+      for await (const batch of sock) await inbound.write(batch).catch(() => {})
+    })(),
+  )
+}
+
+function stats(): unknown {
+  return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats() }
+}
+
+console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: sock.capabilities, mode: o.mode })}`)
+
+process.on('SIGUSR2', () => console.log(`stats ${JSON.stringify(stats())}`))
+let stopping = false
+async function shutdown(): Promise<void> {
+  if (stopping) return
+  stopping = true
+  console.log(`stats ${JSON.stringify(stats())}`)
+  await tunnel?.stop()
+  await tun.close()
+  await sock.close()
+  await Promise.all(loops)
+  process.exit(0)
+}
+process.on('SIGTERM', () => void shutdown())
+process.on('SIGINT', () => void shutdown())
