@@ -242,6 +242,15 @@ export class UdpSocket implements AsyncIterable<DatagramBatch>, AsyncDisposable 
     return new SegmentWriter(this, peer, options.framer)
   }
 
+  /**
+   * Turns UDP checksums of sent IPv4 datagrams off (Linux, SO_NO_CHECK), as some tunnels do inside an
+   * authenticated path, or back on. The kernel refuses GSO without checksums: the next GSO send is resent
+   * datagram by datagram and GSO stays off for this socket (`capabilities.gso` turns false).
+   */
+  setUdpChecksums(on: boolean): void {
+    native(() => this.native.setUdpChecksums(on))
+  }
+
   /** Counters. */
   stats(): UdpStats {
     return native(() => this.native.stats())

@@ -77,6 +77,11 @@ function stats(): unknown {
 
 console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: sock.capabilities, mode: o.mode })}`)
 
+// Used by the tests: the kernel then refuses GSO sends, and the run-time fallback must lose nothing.
+process.on('SIGUSR1', () => {
+  sock.setUdpChecksums(false)
+  console.log('udp-checksums off')
+})
 process.on('SIGUSR2', () => console.log(`stats ${JSON.stringify(stats())}`))
 let stopping = false
 async function shutdown(): Promise<void> {

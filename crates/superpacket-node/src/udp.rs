@@ -186,6 +186,12 @@ impl NativeUdp {
         self.sock.send_batch(&msgs).await.map_err(io_error)
     }
 
+    /// Turns UDP checksums of sent IPv4 datagrams on or off.
+    #[napi]
+    pub fn set_udp_checksums(&self, on: bool) -> Result<()> {
+        self.sock.set_udp_checksums(on).map_err(io_error)
+    }
+
     /// Counters.
     #[napi]
     pub fn stats(&self) -> JsUdpStats {

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use socket2::{SockAddr, Socket};
 
 use super::{sender, GsoRefusal, RecvBatch, RecvMeta, RECV_BUFFER_SIZE};
-use crate::error::IoError;
+use crate::error::{ErrorKind, IoError};
 
 /// Name of the send call in errors.
 pub(super) const SEND_SYSCALL: &str = "sendto";
@@ -39,6 +39,10 @@ pub(super) fn set_buffer_sizes(socket: &Socket, recv: usize, send: usize) -> Res
 }
 
 /// Never a GSO refusal: [`send_gso`] is not called without GSO.
+pub(super) fn set_udp_checksums(_socket: &Socket, _on: bool) -> Result<(), IoError> {
+    Err(IoError::new(ErrorKind::Unsupported, "turning UDP checksums off needs Linux"))
+}
+
 pub(super) fn gso_refusal(_err: &io::Error) -> Option<GsoRefusal> {
     None
 }

@@ -68,6 +68,15 @@ pub(super) fn set_buffer_sizes(socket: &Socket, recv: usize, send: usize) -> Res
     Ok(())
 }
 
+/// SO_NO_CHECK (include/uapi/asm-generic/socket.h); the libc crate lacks it on some targets.
+const SO_NO_CHECK: c_int = 11;
+
+/// Turns sending UDP checksums on or off (IPv4; SO_NO_CHECK).
+pub(super) fn set_udp_checksums(socket: &Socket, on: bool) -> Result<(), IoError> {
+    set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, SO_NO_CHECK, c_int::from(!on))
+        .map_err(|e| IoError::from_os("setsockopt(SO_NO_CHECK)", &e))
+}
+
 fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
     // SAFETY: the option value is a c_int that lives across the call, with its size given.
     let rc =

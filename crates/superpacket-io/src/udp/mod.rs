@@ -326,6 +326,13 @@ impl UdpSocket {
         })
     }
 
+    /// Turns UDP checksums of sent IPv4 datagrams off (or back on), as some tunnels do inside an already
+    /// authenticated path. The kernel refuses GSO sends without checksums (EINVAL), so the first GSO send
+    /// afterwards takes the run-time fallback: it is resent datagram by datagram and GSO stays off.
+    pub fn set_udp_checksums(&self, on: bool) -> Result<(), IoError> {
+        sys::set_udp_checksums(self.fd()?.get_ref(), on)
+    }
+
     /// The bound address (with the port the system picked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local

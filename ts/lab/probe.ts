@@ -1,0 +1,90 @@
+/**
+ * Checks that must run inside a namespace (so that a TUN never appears on the host), driven by the tests.
+ * Each subcommand prints one JSON line.
+ *
+ *   node dist/lab/probe.js open --offload auto|on|off [--queues n]   what the kernel granted, fds per queue
+ *   node dist/lab/probe.js lifecycle --cycles 1000                    fd counts around open/close cycles
+ *   node dist/lab/probe.js close-during-read                          how a pending read ends on close
+ * @internal
+ * @module
+ */
+import { readdirSync, readlinkSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { SuperpacketError, Tun } from '../index.js'
+
+const { positionals, values: o } = parseArgs({
+  allowPositionals: true,
+  options: {
+    offload: { type: 'string', default: 'auto' },
+    queues: { type: 'string', default: '1' },
+    cycles: { type: 'string', default: '1000' },
+  },
+})
+
+function fdCount(): number {
+  return readdirSync('/proc/self/fd').length
+}
+
+function tunFds(): number {
+  let n = 0
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === '/dev/net/tun') n++
+    } catch {
+      // The fd closed meanwhile.
+    }
+  }
+  return n
+}
+
+function offloadOption(s: string | undefined): 'auto' | boolean {
+  return s === 'auto' ? 'auto' : s === 'on'
+}
+
+async function main(): Promise<unknown> {
+  switch (positionals[0]) {
+    case 'open': {
+      try {
+        const tun = await Tun.open({ name: 'sp0', offload: offloadOption(o.offload), queues: Number(o.queues), ipv4: '198.18.200.1/24' })
+        const r = { name: tun.name, queues: tun.queues, offloads: tun.offloads, tunFds: tunFds() }
+        await tun.close()
+        return { ...r, tunFdsAfterClose: tunFds() }
+      } catch (err) {
+        const e = err as SuperpacketError
+        return { error: { name: e.name, code: e.code, errno: e.errno, syscall: e.syscall, message: e.message } }
+      }
+    }
+    case 'lifecycle': {
+      const cycles = Number(o.cycles)
+      // One warm-up cycle so that lazily created process-wide descriptors (the runtime's epoll) exist.
+      await (await Tun.open({ name: 'sp0' })).close()
+      const before = fdCount()
+      for (let i = 0; i < cycles; i++) {
+        const tun = await Tun.open({ name: 'sp0', offload: i % 2 === 0 ? 'auto' : false, queues: 1 + (i % 3) })
+        await tun.close()
+      }
+      return { cycles, before, after: fdCount() }
+    }
+    case 'close-during-read': {
+      const tun = await Tun.open({ name: 'sp0' })
+      const t0 = Date.now()
+      const iterated = (async () => {
+        let n = 0
+        for await (const _ of tun) n++
+        return n
+      })()
+      const pendingRead = tun.read({ queue: 0 }).then(
+        () => 'value',
+        (e: SuperpacketError) => e.code,
+      )
+      setTimeout(() => void tun.close(), 200)
+      const [frames, readResult] = await Promise.all([iterated, pendingRead])
+      return { iteratorEnded: true, frames, readResult, ms: Date.now() - t0 }
+    }
+    default:
+      throw new Error(`unknown probe '${positionals[0]}'`)
+  }
+}
+
+console.log(JSON.stringify(await main()))
+process.exit(0)
