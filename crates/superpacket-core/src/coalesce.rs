@@ -520,6 +520,8 @@ struct FlowTable {
     /// so probing always finds a free slot.
     slots: Vec<usize>,
     flows: Vec<(FlowKey, Option<usize>)>,
+    /// Index of the flow looked up last.
+    recent: usize,
 }
 
 const NO_FLOW: usize = usize::MAX;
@@ -530,21 +532,28 @@ impl FlowTable {
         self.slots.clear();
         self.slots.resize(cap, NO_FLOW);
         self.flows.clear();
+        self.recent = 0;
     }
 
     /// The open run of `key`'s flow, added as a flow without an open run if it is new.
     fn open_run(&mut self, key: FlowKey) -> Option<&mut Option<usize>> {
+        // Batches are mostly long stretches of one flow: try the flow seen last before hashing.
+        if self.flows.get(self.recent).is_some_and(|f| f.0 == key) {
+            return self.flows.get_mut(self.recent).map(|f| &mut f.1);
+        }
         let mask = self.slots.len().checked_sub(1)?;
         let mut at = key.hash() & mask;
         for _ in 0..self.slots.len() {
             let slot = self.slots.get_mut(at)?;
             if *slot == NO_FLOW {
                 *slot = self.flows.len();
+                self.recent = self.flows.len();
                 self.flows.push((key, None));
                 return self.flows.last_mut().map(|f| &mut f.1);
             }
             let index = *slot;
             if self.flows.get(index).is_some_and(|f| f.0 == key) {
+                self.recent = index;
                 return self.flows.get_mut(index).map(|f| &mut f.1);
             }
             at = (at + 1) & mask;
