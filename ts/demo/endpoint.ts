@@ -10,6 +10,7 @@
  * @module
  */
 import { parseArgs } from 'node:util'
+import { packetValid } from '../lab/verify.js'
 import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type Peer } from '../index.js'
 
 const { values: o } = parseArgs({
@@ -24,6 +25,7 @@ const { values: o } = parseArgs({
     framer: { type: 'string', default: 'plain' },
     mtu: { type: 'string', default: '1420' },
     queues: { type: 'string', default: '1' },
+    verify: { type: 'boolean', default: false },
   },
 })
 
@@ -49,6 +51,7 @@ const tun = await Tun.open({
 const sock = await UdpSocket.bind({ address: listen.address, port: listen.port })
 
 let tunnel: Tunnel | undefined
+const verify = { superpackets: 0, gso: 0, bad: 0, maxSegments: 0 }
 const loops: Promise<void>[] = []
 if (o.mode === 'native') {
   tunnel = await Tunnel.start({ tun, socket: sock, peer, framer })
@@ -62,6 +65,17 @@ if (o.mode === 'native') {
       for (;;) {
         const sps = await tun.read().catch(() => undefined)
         if (sps === undefined) return
+        if (o.verify) {
+          // Tests: every superpacket read from real traffic must split into valid packets.
+          for (const sp of sps) {
+            const segments = sp.split()
+            const ok = segments.length === sp.segmentCount && segments.every(packetValid)
+            verify.superpackets++
+            if (!ok) verify.bad++
+            if (sp.gsoType !== 'none') verify.gso++
+            verify.maxSegments = Math.max(verify.maxSegments, segments.length)
+          }
+        }
         await writer.write(sps).catch(() => {})
       }
     })(),
@@ -72,7 +86,7 @@ if (o.mode === 'native') {
 }
 
 function stats(): unknown {
-  return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats() }
+  return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats(), verify }
 }
 
 console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: sock.capabilities, mode: o.mode })}`)

@@ -3,11 +3,13 @@
  * Each subcommand prints one JSON line.
  *
  *   node dist/lab/probe.js open --offload auto|on|off [--queues n]   what the kernel granted, fds per queue
+ *   node dist/lab/probe.js offloads --offload auto|on|off             granted offloads and ethtool -k, both
  *   node dist/lab/probe.js lifecycle --cycles 1000                    fd counts around open/close cycles
  *   node dist/lab/probe.js close-during-read                          how a pending read ends on close
  * @internal
  * @module
  */
+import { execFileSync } from 'node:child_process'
 import { readdirSync, readlinkSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { SuperpacketError, Tun } from '../index.js'
@@ -53,6 +55,18 @@ async function main(): Promise<unknown> {
         const e = err as SuperpacketError
         return { error: { name: e.name, code: e.code, errno: e.errno, syscall: e.syscall, message: e.message } }
       }
+    }
+    case 'offloads': {
+      // ethtool runs while the device is open, so both describe the same state.
+      const tun = await Tun.open({ name: 'sp0', offload: offloadOption(o.offload) })
+      const features: Record<string, boolean> = {}
+      for (const line of execFileSync('ethtool', ['-k', tun.name], { encoding: 'utf8' }).split('\n')) {
+        const m = /^\s*([\w-]+): (on|off)/.exec(line)
+        if (m) features[m[1]!] = m[2] === 'on'
+      }
+      const r = { offloads: tun.offloads, features }
+      await tun.close()
+      return r
     }
     case 'lifecycle': {
       const cycles = Number(o.cycles)

@@ -14,6 +14,8 @@ export interface PairOptions {
   /** Outer (veth) address family. */
   outer?: 4 | 6
   queues?: number
+  /** JS mode: split and check every superpacket read. */
+  verify?: boolean
 }
 
 /** What one endpoint printed. */
@@ -57,6 +59,7 @@ export class TunnelPair {
           '--mode', options.mode ?? 'native',
           '--framer', options.framer ?? 'plain',
           '--queues', String(options.queues ?? 1),
+          ...(options.verify ? ['--verify'] : []),
         ]
         const child = pair.lab.node(me, 'demo/endpoint.js', args)
         pair.endpoints.push(child)
