@@ -1,0 +1,205 @@
+import dgram from 'node:dgram'
+import { readdirSync } from 'node:fs'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Lab, stop, waitForLine } from '../dist/lab/netns.js'
+import { coalescePackets, SuperpacketError, UdpSocket, type JsFramer } from '../dist/index.js'
+import { FLOW, pattern, udp4 } from './helpers/packets.js'
+import { privileged } from './helpers/privileged.js'
+
+const open: { close(): Promise<void> | void }[] = []
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close()
+})
+
+async function bind(opts: Parameters<typeof UdpSocket.bind>[0] = {}): Promise<UdpSocket> {
+  const s = await UdpSocket.bind({ address: '127.0.0.1', port: 0, ...opts })
+  open.push(s)
+  return s
+}
+
+function plainReceiver(count: number): Promise<{ port: number; got: Promise<Buffer[]> }> {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket('udp4')
+    const msgs: Buffer[] = []
+    const got = new Promise<Buffer[]>((done, fail) => {
+      const t = setTimeout(() => fail(new Error(`only ${msgs.length} of ${count} datagrams arrived`)), 10_000)
+      sock.on('message', (m) => {
+        msgs.push(m)
+        if (msgs.length === count) {
+          clearTimeout(t)
+          sock.close()
+          done(msgs)
+        }
+      })
+    })
+    sock.bind(0, '127.0.0.1', () => resolve({ port: sock.address().port, got }))
+  })
+}
+
+describe('UdpSocket on loopback', () => {
+  it('sends 64 segments with GSO that arrive as 64 datagrams at a plain node:dgram socket', async () => {
+    const s = await bind()
+    expect(s.capabilities.gso).toBe(true)
+    const { port, got } = await plainReceiver(64)
+    const data = pattern(64 * 1000)
+    await s.sendSegments({ address: '127.0.0.1', port }, data, 1000)
+    const msgs = await got
+    expect(msgs.map((m) => m.length)).toEqual(Array(64).fill(1000))
+    expect(Buffer.concat(msgs).equals(data)).toBe(true)
+    const st = s.stats()
+    expect(st.txDatagrams).toBe(64)
+    expect(st.txGsoSends).toBe(1)
+    expect(st.txSyscalls).toBe(1)
+  })
+
+  it('receives a GSO burst as one GRO batch that reports the segment size', async () => {
+    const rx = await bind()
+    const tx = await bind()
+    expect(rx.capabilities.gro).toBe(true)
+    const data = pattern(20 * 1200 + 300)
+    await tx.sendSegments(rx.address, data, 1200)
+    const received: Buffer[] = []
+    let maxSegment = 0
+    const ac = new AbortController()
+    const timer = setTimeout(() => ac.abort(), 5000)
+    for await (const batch of rx.batches({ signal: ac.signal })) {
+      for (const m of batch.messages) if (m.count > 1) maxSegment = Math.max(maxSegment, m.segmentSize)
+      received.push(...batch.datagrams())
+      if (received.length >= 21) break
+    }
+    clearTimeout(timer)
+    expect(maxSegment).toBe(1200)
+    expect(received.map((d) => d.length)).toEqual([...Array(20).fill(1200), 300])
+    expect(Buffer.concat(received).equals(data)).toBe(true)
+    expect(rx.stats().rxGroBatches).toBeGreaterThan(0)
+  })
+
+  it('sends a batch to several peers with one sendmmsg, each datagram with its source reported', async () => {
+    const a = await bind()
+    const b = await bind()
+    const tx = await bind()
+    await tx.sendBatch([
+      { ...a.address, data: Buffer.from('to-a-1') },
+      { ...b.address, data: Buffer.from('to-b') },
+      { ...a.address, data: Buffer.from('to-a-2') },
+    ])
+    const fromA = [...(await a.receive())].map((d) => [d.data.toString(), d.port])
+    if (fromA.length < 2) fromA.push(...[...(await a.receive())].map((d) => [d.data.toString(), d.port]))
+    expect(fromA).toEqual([['to-a-1', tx.address.port], ['to-a-2', tx.address.port]])
+    expect([...(await b.receive())].map((d) => d.data.toString())).toEqual(['to-b'])
+    expect(tx.stats().txSyscalls).toBe(1)
+  })
+
+  it('seals segments in place with a JS framer called once per superpacket', async () => {
+    const rx = await bind()
+    const tx = await bind()
+    let calls = 0
+    const framer: JsFramer = {
+      headroom: 8,
+      tailroom: 1,
+      seal({ slots, counter }) {
+        calls++
+        slots.forEach((slot, i) => {
+          slot.writeBigUInt64BE(counter + BigInt(i), 0)
+          slot[slot.length - 1] = 0xee
+        })
+      },
+      open: (ds) => ds.map((d) => d.subarray(8, d.length - 1)),
+    }
+    const flow = { ...FLOW, dport: 7777 }
+    const packets = Array.from({ length: 6 }, (_, i) => udp4(flow, pattern(1000, i + 1), 50 + i))
+    const frames = coalescePackets(packets)
+    expect(frames).toHaveLength(1)
+    const w = tx.segmentWriter(rx.address, { framer })
+    await w.write(frames[0]!)
+    await w.write(frames[0]!)
+    expect(calls).toBe(2)
+    const got: Buffer[] = []
+    while (got.length < 12) got.push(...(await rx.receive()).datagrams())
+    got.forEach((d, i) => {
+      expect(d.readBigUInt64BE(0)).toBe(BigInt(i))
+      expect(d[d.length - 1]).toBe(0xee)
+      expect(d.subarray(8, d.length - 1).equals(packets[i % 6]!)).toBe(true)
+    })
+  })
+
+  it('an aborted receive throws ERR_SUPERPACKET_ABORTED and the datagram that arrives later is kept', async () => {
+    const rx = await bind()
+    const tx = await bind()
+    const ac = new AbortController()
+    const pending = rx.receive({ signal: ac.signal })
+    ac.abort()
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_SUPERPACKET_ABORTED' })
+    await tx.send(rx.address, Buffer.from('later'))
+    const batch = await rx.receive()
+    expect(batch.datagrams()[0]!.toString()).toBe('later')
+  })
+
+  it('closing during a pending receive ends the iterator cleanly; later calls fail with ERR_SUPERPACKET_CLOSED', async () => {
+    const rx = await UdpSocket.bind({ address: '127.0.0.1' })
+    const t0 = Date.now()
+    const iterated = (async () => {
+      let n = 0
+      for await (const _ of rx) n++
+      return n
+    })()
+    setTimeout(() => void rx.close(), 100)
+    expect(await iterated).toBe(0)
+    expect(Date.now() - t0).toBeLessThan(3000)
+    let err: unknown
+    try {
+      await rx.send({ address: '127.0.0.1', port: 9 }, Buffer.from('x'))
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(SuperpacketError)
+    expect((err as SuperpacketError).code).toBe('ERR_SUPERPACKET_CLOSED')
+  })
+
+  it('1,000 bind/close cycles leave the open descriptor count unchanged', async () => {
+    await (await UdpSocket.bind({ address: '127.0.0.1' })).close()
+    const before = readdirSync('/proc/self/fd').length
+    for (let i = 0; i < 1000; i++) await (await UdpSocket.bind({ address: i % 2 ? '127.0.0.1' : '::1' })).close()
+    expect(readdirSync('/proc/self/fd').length).toBe(before)
+  })
+
+  it('rejects bad arguments with ERR_SUPERPACKET_INVALID_ARGUMENT', async () => {
+    const s = await bind()
+    await expect(s.sendSegments({ address: 'nope', port: 1 }, Buffer.alloc(10), 5)).rejects.toMatchObject({ code: 'ERR_SUPERPACKET_INVALID_ARGUMENT' })
+    await expect(s.sendSegments({ address: '127.0.0.1', port: 1 }, Buffer.alloc(10), 0)).rejects.toMatchObject({ code: 'ERR_SUPERPACKET_INVALID_ARGUMENT' })
+    await expect(UdpSocket.bind({ address: '127.0.0.1', port: 70000 })).rejects.toMatchObject({ code: 'ERR_SUPERPACKET_INVALID_ARGUMENT' })
+  })
+})
+
+if (privileged('UDP GSO fallback')) {
+  describe('UdpSocket between namespaces', () => {
+    let lab: Lab | undefined
+    afterEach(() => lab?.destroy())
+
+    it('when the kernel refuses a GSO send, resends it datagram by datagram and loses nothing', async () => {
+      lab = new Lab('udpfb')
+      const { a, b } = lab
+      const trains = 20
+      const segments = 40
+      const recv = lab.node(b, 'lab/udpburst.js', ['recv', '--listen', `${b.outer4}:7000`, '--expect', String(trains * segments)])
+      try {
+        await waitForLine(recv, /listening\n/, 10_000)
+        const result = waitForLine(recv, /(\{.*\})\n/, 30_000)
+        // After 5 trains the sender switches UDP checksums off; the kernel then refuses GSO (EINVAL).
+        const send = lab.node(a, 'lab/udpburst.js', ['send', '--to', `${b.outer4}:7000`, '--trains', String(trains), '--segments', String(segments), '--size', '1200', '--checksums-off-after', '5'])
+        const sent = JSON.parse((await waitForLine(send, /(\{.*\})\n/, 30_000))[1]!) as { count: number; sha256: string; stats: { gsoFallbacks: number; txGsoSends: number }; capabilities: { gso: boolean } }
+        const got = JSON.parse((await result)[1]!) as { count: number; sha256: string; inOrder: boolean; maxSegmentSize: number }
+        expect(sent.stats.gsoFallbacks).toBe(1)
+        expect(sent.stats.txGsoSends).toBe(5)
+        expect(sent.capabilities.gso).toBe(false)
+        expect(got.count).toBe(trains * segments)
+        expect(got.inOrder).toBe(true)
+        expect(got.sha256).toBe(sent.sha256)
+        // The trains sent with GSO crossed the veth and arrived at the GRO socket still coalesced.
+        expect(got.maxSegmentSize).toBe(1200)
+      } finally {
+        await stop(recv)
+      }
+    })
+  })
+}
