@@ -155,7 +155,14 @@ fn plan_single(pkt: &[u8], vnet: &VirtioNetHdr, ip: &IpHeaders) -> Result<SplitP
     let fixups = if vnet.needs_csum() {
         let start = usize::from(vnet.csum_start);
         let field = start + usize::from(vnet.csum_offset);
-        if field + 2 > pkt.len() {
+        // The checksummed region must lie after the IP headers: a field inside them would corrupt them (a
+        // case fuzzing found). For TCP and UDP the field must be the L4 checksum itself.
+        let l4_field = matches!(ip.proto, PROTO_TCP | PROTO_UDP).then(|| packet::l4_checksum_offset(ip.proto));
+        let misplaced = match l4_field {
+            Some(off) => start != ip.l4_offset() || usize::from(vnet.csum_offset) != off,
+            None => start < ip.l4_offset(),
+        };
+        if misplaced || field + 2 > pkt.len() {
             return Err(PacketError::ChecksumOutOfRange);
         }
         // Only a UDP checksum field maps a computed 0 to 0xFFFF (0 there means "no checksum").

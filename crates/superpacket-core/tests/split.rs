@@ -525,13 +525,16 @@ fn gso_none_copies_and_completes_checksums() {
 
 #[test]
 fn gso_none_checksum_at_any_in_range_offset() {
-    // The kernel's generic rule: csum_start/csum_offset anywhere in the packet (here an ICMP-like
-    // checksum 2 bytes into the L4 part), result = inverted fold of the sum from csum_start.
+    // The kernel's generic rule for protocols other than TCP/UDP: csum_start/csum_offset anywhere after the
+    // IP header (here an ICMP checksum 2 bytes into the L4 part), result = inverted fold of the sum from
+    // csum_start. For TCP and UDP the field must be their checksum field.
     let b = build(&Case { gso_type: GSO_NONE, gso_size: 0, payload: 101, segments: 1, ..UDP4 });
     let mut frame = b.frame.clone();
     let start = 20usize;
     frame[6..8].copy_from_slice(&(start as u16).to_ne_bytes());
     frame[8..10].copy_from_slice(&2u16.to_ne_bytes());
+    assert_eq!(split_to_vec(&frame), Err(PacketError::ChecksumOutOfRange), "UDP with a field off its checksum");
+    frame[10 + 9] = 1; // ICMP
     let pkt = &frame[10..];
     let want = !ones_sum(&[&pkt[start..]]);
     let out = split_to_vec(&frame).unwrap();
