@@ -2,7 +2,8 @@
  * TUN devices with segmentation offloads.
  * @module
  */
-import { closedError, invalidArgument, native, nativeAsync } from './errors.js'
+import { invalidArgument, native, nativeAsync } from './errors.js'
+import { NativeHandle } from './handle.js'
 import type { DatagramBatch } from './udp.js'
 import { checkJsFramer, isNativeFramer, type Framer } from './framer.js'
 import { binding } from './native.js'
@@ -100,8 +101,7 @@ const MAX_FRAMES_PER_READ = 32
  * for await (const sp of tun) console.log(sp.gsoType, sp.segmentCount)
  * ```
  */
-export class Tun implements AsyncIterable<Superpacket>, AsyncDisposable {
-  #native: NativeTun | undefined
+export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superpacket> {
   readonly #readers: ReadQueue<Superpacket[]>[]
   /** The interface name. */
   readonly name: string
@@ -113,7 +113,7 @@ export class Tun implements AsyncIterable<Superpacket>, AsyncDisposable {
   readonly offloads: Readonly<Offloads>
 
   private constructor(n: NativeTun) {
-    this.#native = n
+    super(n, 'the TUN')
     const info = n.info()
     this.name = info.name
     this.mtu = info.mtu
@@ -145,12 +145,6 @@ export class Tun implements AsyncIterable<Superpacket>, AsyncDisposable {
       }),
     )
     return new Tun(n)
-  }
-
-  /** @internal the native handle, for writers and the tunnel */
-  get native(): NativeTun {
-    if (this.#native === undefined) throw closedError('the TUN')
-    return this.#native
   }
 
   async #readBatch(queue: number): Promise<Superpacket[]> {
@@ -210,18 +204,6 @@ export class Tun implements AsyncIterable<Superpacket>, AsyncDisposable {
   /** Counters, all queues together. */
   stats(): TunStats {
     return native(() => this.native.stats())
-  }
-
-  /** Closes every queue; pending reads end (iterators finish cleanly), and the file descriptors are closed. */
-  async close(): Promise<void> {
-    const n = this.#native
-    this.#native = undefined
-    if (n !== undefined) await nativeAsync(n.close())
-  }
-
-  /** Same as {@link Tun.close}. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close()
   }
 }
 

@@ -3,7 +3,8 @@
  * @module
  */
 import { isIPv6 } from 'node:net'
-import { closedError, invalidArgument, native, nativeAsync } from './errors.js'
+import { invalidArgument, native, nativeAsync } from './errors.js'
+import { NativeHandle } from './handle.js'
 import { checkJsFramer, isNativeFramer, type Framer, type JsFramer } from './framer.js'
 import { binding } from './native.js'
 import { iterate, ReadQueue } from './reader.js'
@@ -151,14 +152,13 @@ function checkPeer(peer: Peer): void {
  * for await (const batch of sock) console.log(batch.count)
  * ```
  */
-export class UdpSocket implements AsyncIterable<DatagramBatch>, AsyncDisposable {
-  #native: NativeUdp | undefined
+export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<DatagramBatch> {
   readonly #reader: ReadQueue<DatagramBatch>
   /** The bound address. */
   readonly address: Readonly<Peer & { family: 'IPv4' | 'IPv6' }>
 
   private constructor(n: NativeUdp) {
-    this.#native = n
+    super(n, 'the UDP socket')
     const info = n.info()
     this.address = Object.freeze({ address: info.address, port: info.port, family: isIPv6(info.address) ? 'IPv6' : 'IPv4' })
     this.#reader = new ReadQueue(async () => {
@@ -168,7 +168,7 @@ export class UdpSocket implements AsyncIterable<DatagramBatch>, AsyncDisposable 
   }
 
   /** Binds a socket. */
-  static async bind(options: UdpSocketOptions = {}): Promise<UdpSocket> {
+  static override async bind(options: UdpSocketOptions = {}): Promise<UdpSocket> {
     const port = options.port ?? 0
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument('port must be an integer from 0 to 65535')
     const n = await nativeAsync(
@@ -183,12 +183,6 @@ export class UdpSocket implements AsyncIterable<DatagramBatch>, AsyncDisposable 
       }),
     )
     return new UdpSocket(n)
-  }
-
-  /** @internal the native handle, for writers and the tunnel */
-  get native(): NativeUdp {
-    if (this.#native === undefined) throw closedError('the UDP socket')
-    return this.#native
   }
 
   /** What the socket can do right now. */
@@ -254,18 +248,6 @@ export class UdpSocket implements AsyncIterable<DatagramBatch>, AsyncDisposable 
   /** Counters. */
   stats(): UdpStats {
     return native(() => this.native.stats())
-  }
-
-  /** Closes the socket; a pending receive ends (iterators finish cleanly). */
-  async close(): Promise<void> {
-    const n = this.#native
-    this.#native = undefined
-    if (n !== undefined) await nativeAsync(n.close())
-  }
-
-  /** Same as {@link UdpSocket.close}. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close()
   }
 }
 

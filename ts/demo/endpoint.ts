@@ -2,14 +2,19 @@
  * One tunnel endpoint, run inside a namespace by the demo, the tests and the benchmarks.
  *
  *   node dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
- *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js]
+ *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js|naive]
  *     [--framer plain|header] [--mtu 1420] [--queues 1]
+ *
+ * `--mode naive` is the benchmark's baseline, a tunnel written the way Node users write one today: one TUN
+ * read per packet, one node:dgram send per packet, one TUN write per received datagram (offloads off).
  *
  * Prints `ready {json}` once up, and `stats {json}` on SIGUSR2 and before it exits on SIGTERM/SIGINT.
  * @internal
  * @module
  */
 import { parseArgs } from 'node:util'
+import { hostPort } from '../lab/args.js'
+import { NaiveTunnel } from '../lab/naive-tunnel.js'
 import { packetValid } from '../lab/verify.js'
 import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type Peer } from '../index.js'
 
@@ -29,13 +34,9 @@ const { values: o } = parseArgs({
   },
 })
 
-function hostPort(s: string): Peer {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s)
-  if (!m) throw new Error(`'${s}' is not address:port`)
-  return { address: m[1]!, port: Number(m[2]) }
-}
 
-const offload = o.offload === 'auto' ? 'auto' : o.offload === 'on'
+const naive = o.mode === 'naive'
+const offload = naive ? false : o.offload === 'auto' ? 'auto' : o.offload === 'on'
 const framer: NativeFramer = o.framer === 'header' ? headerFramer(Buffer.from('superpkt')) : plainFramer()
 const listen = hostPort(o.listen!)
 const peer = o.peer ? hostPort(o.peer) : undefined
@@ -48,12 +49,17 @@ const tun = await Tun.open({
   offload,
   queues: o.mode === 'js' ? 1 : Number(o.queues),
 })
-const sock = await UdpSocket.bind({ address: listen.address, port: listen.port })
+// In naive mode node:dgram takes the listen port; this socket stays idle.
+const sock = await UdpSocket.bind({ address: listen.address, port: naive ? 0 : listen.port })
 
 let tunnel: Tunnel | undefined
+let naiveTunnel: NaiveTunnel | undefined
 const verify = { superpackets: 0, gso: 0, bad: 0, maxSegments: 0 }
 const loops: Promise<void>[] = []
-if (o.mode === 'native') {
+if (naive) {
+  if (peer === undefined) throw new Error('--mode naive needs --peer')
+  naiveTunnel = await NaiveTunnel.start(tun, listen, peer)
+} else if (o.mode === 'native') {
   tunnel = await Tunnel.start({ tun, socket: sock, peer, framer })
 } else {
   if (peer === undefined) throw new Error('--mode js needs --peer')
@@ -86,10 +92,11 @@ if (o.mode === 'native') {
 }
 
 function stats(): unknown {
+  if (naiveTunnel !== undefined) return { tun: tun.stats(), naive: naiveTunnel.counts }
   return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats(), verify }
 }
 
-console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: sock.capabilities, mode: o.mode })}`)
+console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)
 
 // Used by the tests: the kernel then refuses GSO sends, and the run-time fallback must lose nothing.
 process.on('SIGUSR1', () => {
@@ -104,6 +111,7 @@ async function shutdown(): Promise<void> {
   console.log(`stats ${JSON.stringify(stats())}`)
   await tunnel?.stop()
   await tun.close()
+  await naiveTunnel?.close()
   await sock.close()
   await Promise.all(loops)
   process.exit(0)

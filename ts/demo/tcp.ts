@@ -10,6 +10,7 @@
 import { createHash, randomFillSync } from 'node:crypto'
 import { createConnection, createServer } from 'node:net'
 import { parseArgs } from 'node:util'
+import { hostPort } from '../lab/args.js'
 
 const { positionals, values: o } = parseArgs({
   allowPositionals: true,
@@ -21,11 +22,6 @@ const { positionals, values: o } = parseArgs({
   },
 })
 
-function hostPort(s: string): [string, number] {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s)
-  if (!m) throw new Error(`'${s}' is not address:port`)
-  return [m[1]!, Number(m[2])]
-}
 
 const timeout = setTimeout(() => {
   console.error('tcp: timed out')
@@ -33,7 +29,7 @@ const timeout = setTimeout(() => {
 }, Number(o.timeout) * 1000)
 
 if (positionals[0] === 'recv') {
-  const [host, port] = hostPort(o.listen!)
+  const { address: host, port } = hostPort(o.listen!)
   const server = createServer((conn) => {
     const hash = createHash('sha256')
     let bytes = 0
@@ -52,7 +48,7 @@ if (positionals[0] === 'recv') {
   })
   server.listen(port, host, () => console.log('listening'))
 } else if (positionals[0] === 'send') {
-  const [host, port] = hostPort(o.to!)
+  const { address: host, port } = hostPort(o.to!)
   const total = Number(o.bytes)
   const hash = createHash('sha256')
   let sent = 0

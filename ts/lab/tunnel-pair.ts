@@ -9,7 +9,7 @@ import { Lab, stop, waitForLine, type Side } from './netns.js'
 /** How the endpoints run. */
 export interface PairOptions {
   offload?: 'auto' | 'on' | 'off'
-  mode?: 'native' | 'js'
+  mode?: 'native' | 'js' | 'naive'
   framer?: 'plain' | 'header'
   /** Outer (veth) address family. */
   outer?: 4 | 6

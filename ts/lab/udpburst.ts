@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
+import { hostPort } from './args.js'
 import { UdpSocket } from '../index.js'
 
 const { positionals, values: o } = parseArgs({
@@ -26,11 +27,6 @@ const { positionals, values: o } = parseArgs({
   },
 })
 
-function hostPort(s: string): { address: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(s)
-  if (!m) throw new Error(`'${s}' is not address:port`)
-  return { address: m[1]!, port: Number(m[2]) }
-}
 
 /** Datagram i: its index, then bytes derived from it. */
 function datagram(i: number, size: number): Buffer {

@@ -39,20 +39,7 @@ pub(super) fn open(opts: &TunOptions) -> Result<Opened, IoError> {
     if opts.queues > 1 {
         return Err(IoError::new(ErrorKind::Unsupported, "several TUN queues need Linux (IFF_MULTI_QUEUE)"));
     }
-    let mut b = DeviceBuilder::new();
-    if let Some(name) = &opts.name {
-        b = b.name(name);
-    }
-    if let Some(mtu) = opts.mtu {
-        b = b.mtu(mtu);
-    }
-    if let Some((addr, prefix)) = opts.ipv4 {
-        b = b.ipv4(addr, prefix, None);
-    }
-    if let Some((addr, prefix)) = opts.ipv6 {
-        b = b.ipv6(addr, prefix);
-    }
-    let dev = b.build_async().map_err(|e| IoError::from_os("opening the TUN device (tun-rs)", &e))?;
+    let dev = opts.configure(DeviceBuilder::new()).build_async().map_err(|e| IoError::from_os("opening the TUN device (tun-rs)", &e))?;
     let name = dev.name().map_err(|e| IoError::from_os("reading the interface name", &e))?;
     let mtu = dev.mtu().map_err(|e| IoError::from_os("reading the MTU", &e))?;
     Ok(Opened { name, mtu, offloads: Offloads::default(), gso_writes: false, queues: vec![RawQueue { dev }] })

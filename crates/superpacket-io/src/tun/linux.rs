@@ -71,20 +71,7 @@ pub(super) fn open(opts: &TunOptions) -> Result<Opened, IoError> {
 }
 
 fn build(opts: &TunOptions, offload: bool) -> io::Result<SyncDevice> {
-    let mut b = DeviceBuilder::new().offload(offload).multi_queue(opts.queues > 1);
-    if let Some(name) = &opts.name {
-        b = b.name(name);
-    }
-    if let Some(mtu) = opts.mtu {
-        b = b.mtu(mtu);
-    }
-    if let Some((addr, prefix)) = opts.ipv4 {
-        b = b.ipv4(addr, prefix, None);
-    }
-    if let Some((addr, prefix)) = opts.ipv6 {
-        b = b.ipv6(addr, prefix);
-    }
-    b.build_sync()
+    opts.configure(DeviceBuilder::new().offload(offload).multi_queue(opts.queues > 1)).build_sync()
 }
 
 fn open_error(e: &io::Error) -> IoError {

@@ -69,6 +69,25 @@ pub struct TunOptions {
     pub queues: usize,
 }
 
+impl TunOptions {
+    /// Applies name, MTU and addresses to a tun-rs builder (the platform files add the rest).
+    fn configure(&self, mut b: tun_rs::DeviceBuilder) -> tun_rs::DeviceBuilder {
+        if let Some(name) = &self.name {
+            b = b.name(name);
+        }
+        if let Some(mtu) = self.mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some((addr, prefix)) = self.ipv4 {
+            b = b.ipv4(addr, prefix, None);
+        }
+        if let Some((addr, prefix)) = self.ipv6 {
+            b = b.ipv6(addr, prefix);
+        }
+        b
+    }
+}
+
 impl Default for TunOptions {
     fn default() -> Self {
         TunOptions { name: None, mtu: None, ipv4: None, ipv6: None, offload: OffloadMode::Auto, queues: 1 }

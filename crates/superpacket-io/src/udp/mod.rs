@@ -558,7 +558,8 @@ struct Train<'a> {
     segments_per_gso: usize,
 }
 
-/// Why the kernel refused a GSO send that plain sends may still carry.
+/// Why the kernel refused a GSO send that plain sends may still carry (only Linux reports these).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum GsoRefusal {
     /// The socket cannot use GSO (egress device without checksum offload before Linux 6.11, IPsec on
     /// the route, UDP checksums switched off): switch GSO off for good.
