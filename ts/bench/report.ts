@@ -1,0 +1,197 @@
+/**
+ * The bench's output: the result shape, the ratios against the targets, a markdown table and an SVG chart.
+ * @internal
+ * @module
+ */
+
+/** One measured configuration. */
+export interface Run {
+  name: string
+  /** a–f (tunnels), b4/f4 (4 flows), udp-send, udp-recv. */
+  scenario: string
+  /** Median Gbit/s (tunnels: iperf3 receiver; UDP: datagram payload). */
+  gbps: number
+  /** UDP: million datagrams per second (median). */
+  mpps?: number
+  /** CPU seconds of the tunnel processes per GB carried. */
+  cpuSecPerGB?: number
+  /** System calls of the tunnel processes per MB carried. */
+  syscallsPerMB?: number
+  /** Peak RSS (VmHWM) of the largest tunnel process, MiB. */
+  rssMB?: number
+  /** RSS growth of the largest tunnel process between the end of its first and its last run, MiB. */
+  rssGrowthMB?: number
+  /** TCP retransmits (median). */
+  retransmits?: number
+  /** tunnels: a→b (client sends) or b→a (iperf3 -R). */
+  direction?: 'a→b' | 'b→a'
+  flows?: number
+  /** Every sample behind the median. */
+  samples?: number[]
+  note?: string
+  error?: string
+}
+
+export interface Ratio {
+  value: number | null
+  target: string
+  met: boolean | null
+  detail?: string
+}
+
+export interface Results {
+  machine: Record<string, unknown>
+  runs: Run[]
+  ratios: Record<string, Ratio>
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  if (s.length === 0) return NaN
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+function find(runs: Run[], scenario: string, direction?: string): Run | undefined {
+  return runs.find((r) => r.scenario === scenario && (direction === undefined || r.direction === direction) && r.error === undefined)
+}
+
+/** The targets of issue 4, each computed in the direction where it is worst. */
+export function ratios(runs: Run[]): Record<string, Ratio> {
+  const out: Record<string, Ratio> = {}
+  const dirs = ['a→b', 'b→a'] as const
+  const tunnel = (key: string, num: string, den: string, metric: (r: Run) => number | undefined, ok: (v: number) => boolean, target: string) => {
+    const vals = dirs.map((d) => {
+      const n = find(runs, num, d)
+      const q = find(runs, den, d)
+      const a = n && metric(n)
+      const b = q && metric(q)
+      return a !== undefined && b !== undefined && b > 0 ? a / b : undefined
+    })
+    if (vals.some((v) => v === undefined)) return void (out[key] = { value: null, target, met: null, detail: 'not measured' })
+    const v = vals as number[]
+    const worst = v.reduce((w, x) => (ok(w) && !ok(x) ? x : ok(x) && !ok(w) ? w : Math.min(w, x)))
+    out[key] = { value: round(worst, 3), target, met: v.every(ok), detail: dirs.map((d, i) => `${d} ${round(v[i]!, 3)}`).join(', ') }
+  }
+  const gbps = (r: Run) => r.gbps
+  tunnel('b/a', 'b', 'a', gbps, (v) => v >= 0.3, '≥ 0.30')
+  tunnel('b/e', 'b', 'e', gbps, (v) => v >= 15, '≥ 15')
+  tunnel('c/b', 'c', 'b', gbps, (v) => v >= 0.7, '≥ 0.7')
+  tunnel('b/d', 'b', 'd', gbps, (v) => v > 1, '> 1')
+  tunnel('syscallsPerMB e/b', 'e', 'b', (r) => r.syscallsPerMB, (v) => v >= 20, '≥ 20 (b ≤ 1/20 of e)')
+  const udp = (name: string) => runs.find((r) => r.scenario === 'udp-send' && r.name === name && r.error === undefined)
+  const gso = udp('superpacket GSO (sendSegments)')
+  for (const [key, name, min] of [
+    ['udpGso/dgram', 'node:dgram send loop', 8],
+    ['udpGso/cLoop', 'C sendmsg(UDP_SEGMENT) loop', 0.9],
+  ] as const) {
+    const base = udp(name)
+    const v = gso?.mpps !== undefined && base?.mpps ? gso.mpps / base.mpps : undefined
+    out[key] = v === undefined ? { value: null, target: `≥ ${min}`, met: null, detail: 'not measured' } : { value: round(v, 3), target: `≥ ${min}`, met: v >= min }
+  }
+  const eps = runs.filter((r) => ['b', 'c', 'd', 'b4'].includes(r.scenario) && r.rssMB !== undefined)
+  if (eps.length > 0) {
+    const peak = Math.max(...eps.map((r) => r.rssMB!))
+    const growth = Math.max(...eps.map((r) => r.rssGrowthMB ?? 0))
+    out['endpoint RSS MiB'] = { value: round(peak, 1), target: '≤ 100 and flat (growth ≤ 5 MiB)', met: peak <= 100 && growth <= 5, detail: `largest growth over a scenario ${round(growth, 1)} MiB` }
+  }
+  return out
+}
+
+export function round(x: number, digits = 2): number {
+  const f = 10 ** digits
+  return Math.round(x * f) / f
+}
+
+const fmt = (x: number | undefined, d = 2) => (x === undefined || Number.isNaN(x) ? '–' : x.toFixed(d))
+
+/** The results as a markdown document. */
+export function markdown(r: Results): string {
+  const m = r.machine
+  const lines = [
+    `# superpacket benchmark (${String(m.date)}${m.quick ? ', --quick' : ''})`,
+    '',
+    `Machine: ${String(m.cpu)}, ${String(m.cpus)} CPUs, ${String(m.memGB)} GB, Linux ${String(m.kernel)}, Node ${String(m.node)}. ` +
+      `Load average at start ${String(m.loadStart)}, at end ${String(m.loadEnd)}.`,
+    '',
+    `Tunnels: iperf3, one TCP flow unless said, ${String(m.tcpSeconds)} s per run, median of ${String(m.repeats)}; inner MTU 1420. ` +
+      'CPU and system calls are of the tunnel processes (both endpoints); syscalls counted with perf (raw_syscalls:sys_enter). ' +
+      'b–e do not encrypt; f (wireguard-go) does.',
+    '',
+    '| Run | Dir | Gbit/s | Mpps | CPU s/GB | syscalls/MB | peak RSS MiB | RSS growth MiB | retransmits |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|',
+  ]
+  for (const x of r.runs) {
+    if (x.error !== undefined) {
+      lines.push(`| ${x.name} | ${x.direction ?? ''} | failed: ${x.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | |`)
+      continue
+    }
+    lines.push(
+      `| ${x.name} | ${x.direction ?? ''} | ${fmt(x.gbps)} | ${fmt(x.mpps, 3)} | ${fmt(x.cpuSecPerGB)} | ${fmt(x.syscallsPerMB, 1)} | ${fmt(x.rssMB, 1)} | ${fmt(x.rssGrowthMB, 1)} | ${x.retransmits ?? '–'} |`,
+    )
+  }
+  lines.push('', '| Target | Value | Wanted | Met | Detail |', '|---|--:|---|---|---|')
+  for (const [k, v] of Object.entries(r.ratios)) {
+    lines.push(`| ${k} | ${v.value ?? '–'} | ${v.target} | ${v.met === null ? '–' : v.met ? 'yes' : '**no**'} | ${v.detail ?? ''} |`)
+  }
+  lines.push('')
+  return lines.join('\n')
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+}
+
+/** Horizontal bars: tunnel Gbit/s per direction, then UDP Mpps. */
+export function svg(r: Results): string {
+  const W = 900
+  const left = 330
+  const barW = W - left - 90
+  const rowH = 22
+  const parts: string[] = []
+  let y = 40
+  const section = (title: string, rows: { label: string; value: number; color: string; text: string }[]) => {
+    parts.push(`<text x="10" y="${y}" font-weight="bold" font-size="15">${esc(title)}</text>`)
+    y += 12
+    const max = Math.max(1e-9, ...rows.map((x) => x.value))
+    for (const row of rows) {
+      const w = Math.max(1, (row.value / max) * barW)
+      parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end" font-size="12">${esc(row.label)}</text>`)
+      parts.push(`<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${row.color}"/>`)
+      parts.push(`<text x="${(left + w + 5).toFixed(1)}" y="${y + 15}" font-size="12">${esc(row.text)}</text>`)
+      y += rowH
+    }
+    y += 26
+  }
+  const ok = r.runs.filter((x) => x.error === undefined)
+  section(
+    'Tunnel throughput, TCP (Gbit/s, median)',
+    ok.filter((x) => x.direction !== undefined).map((x) => ({
+      label: `${x.name} ${x.direction}`,
+      value: x.gbps,
+      color: x.direction === 'a→b' ? '#3b6ea5' : '#7fa7d1',
+      text: x.gbps.toFixed(2),
+    })),
+  )
+  section(
+    'UDP, 1,400-byte datagrams between namespaces (Mpps, median)',
+    ok.filter((x) => x.mpps !== undefined).map((x) => ({
+      label: `${x.scenario === 'udp-send' ? 'send' : 'recv'}: ${x.name}`,
+      value: x.mpps!,
+      color: x.scenario === 'udp-send' ? '#c0703a' : '#5a9a5a',
+      text: `${x.mpps!.toFixed(3)} Mpps, ${x.gbps.toFixed(2)} Gbit/s`,
+    })),
+  )
+  const m = r.machine
+  const footer = `${String(m.cpu)}, ${String(m.cpus)} CPUs, Linux ${String(m.kernel)}, ${String(m.date)}${m.quick ? ' (--quick)' : ''}`
+  parts.push(`<text x="10" y="${y}" font-size="11" fill="#555">${esc(footer)}</text>`)
+  const H = y + 12
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="10" y="20" font-size="17" font-weight="bold">superpacket benchmark</text>`,
+    ...parts,
+    '</svg>',
+    '',
+  ].join('\n')
+}
