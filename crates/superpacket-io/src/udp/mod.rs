@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::watch;
 
@@ -26,6 +25,9 @@ mod fallback;
 mod fallback;
 #[cfg(target_os = "linux")]
 mod linux;
+mod registered;
+
+use registered::Registered;
 
 #[cfg(not(target_os = "linux"))]
 use fallback as sys;
@@ -266,7 +268,7 @@ impl Counters {
 /// takes `&self`.
 pub struct UdpSocket {
     /// `None` once closed. Operations hold a clone, so the descriptor closes when the last one ends.
-    fd: Mutex<Option<Arc<AsyncFd<Socket>>>>,
+    fd: Mutex<Option<Arc<Registered>>>,
     /// Turns true on [`UdpSocket::close`]; pending operations watch it.
     closed: watch::Sender<bool>,
     local: SocketAddr,
@@ -311,10 +313,7 @@ impl UdpSocket {
             .ok_or_else(|| IoError::new(ErrorKind::Os, "getsockname returned a non-IP address"))?;
         let gso = opts.gso && sys::gso_supported(&socket);
         let gro = opts.gro && sys::enable_gro(&socket);
-        // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd drops
-        // it; nothing here swaps the Socket out (get_mut is never used).
-        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE) }
-            .map_err(|e| IoError::from_os("epoll_ctl", &e.into_parts().1))?;
+        let fd = Registered::new(socket).map_err(|e| IoError::from_os("registering with the reactor", &e))?;
         Ok(UdpSocket {
             fd: Mutex::new(Some(Arc::new(fd))),
             closed: watch::Sender::new(false),
@@ -330,7 +329,7 @@ impl UdpSocket {
     /// authenticated path. The kernel refuses GSO sends without checksums (EINVAL), so the first GSO send
     /// afterwards takes the run-time fallback: it is resent datagram by datagram and GSO stays off.
     pub fn set_udp_checksums(&self, on: bool) -> Result<(), IoError> {
-        sys::set_udp_checksums(self.fd()?.get_ref(), on)
+        self.fd()?.with(|s| sys::set_udp_checksums(s, on))
     }
 
     /// The bound address (with the port the system picked).
@@ -366,7 +365,7 @@ impl UdpSocket {
         let fd = self.fd()?;
         let train = self.train(dest, buf, segment_size)?;
         let mut sent = 0;
-        let op = fd.async_io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent));
+        let op = fd.io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent));
         self.until_closed(sys::SEND_SYSCALL, op).await
     }
 
@@ -379,7 +378,7 @@ impl UdpSocket {
         let mut sent = 0;
         // Straight to the system call: tokio's cached readiness may lag (it is only a hint), and a
         // WouldBlock here costs the async operations nothing but one retry.
-        match self.send_train(fd.get_ref(), &train, &mut sent) {
+        match fd.with(|s| self.send_train(s, &train, &mut sent)) {
             Ok(()) => Ok(sent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
@@ -393,7 +392,7 @@ impl UdpSocket {
     pub async fn send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<(), IoError> {
         let fd = self.fd()?;
         let mut sent = 0;
-        let op = fd.async_io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent));
+        let op = fd.io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent));
         self.until_closed(sys::SEND_SYSCALL, op).await
     }
 
@@ -402,7 +401,7 @@ impl UdpSocket {
     pub fn try_send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<usize, IoError> {
         let fd = self.fd()?;
         let mut sent = 0;
-        match self.send_messages(fd.get_ref(), msgs, &mut sent) {
+        match fd.with(|s| self.send_messages(s, msgs, &mut sent)) {
             Ok(()) => Ok(sent),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
@@ -415,7 +414,7 @@ impl UdpSocket {
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
         let fd = self.fd()?;
         batch.clear();
-        let op = fd.async_io(Interest::READABLE, |socket| sys::recv_messages(socket, batch));
+        let op = fd.io(Interest::READABLE, |socket| sys::recv_messages(socket, batch));
         let n = self.until_closed(sys::RECV_SYSCALL, op).await?;
         Ok(self.received(batch, n))
     }
@@ -425,7 +424,7 @@ impl UdpSocket {
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
         let fd = self.fd()?;
         batch.clear();
-        match sys::recv_messages(fd.get_ref(), batch) {
+        match fd.with(|s| sys::recv_messages(s, batch)) {
             Ok(n) => Ok(self.received(batch, n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(IoError::from_os(sys::RECV_SYSCALL, &e)),
@@ -440,7 +439,7 @@ impl UdpSocket {
     }
 
     /// The registered descriptor, or Closed.
-    fn fd(&self) -> Result<Arc<AsyncFd<Socket>>, IoError> {
+    fn fd(&self) -> Result<Arc<Registered>, IoError> {
         self.fd.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or_else(IoError::closed)
     }
 
