@@ -382,16 +382,22 @@ async function main(): Promise<void> {
   }
   m.loadEnd = os.loadavg().map((x) => round(x, 2)).join(' ')
   m.minutes = round((Date.now() - t0) / 60_000, 1)
+  m.only = only
   const results: Results = { machine: m, runs, ratios: ratios(runs) }
   mkdirSync(RESULTS_DIR, { recursive: true })
-  const stamp = String(m.date).slice(0, 16).replace(/:/g, '-') + (quick ? '-quick' : '')
+  const stamp = String(m.date).slice(0, 16).replace(/:/g, '-') + (quick ? '-quick' : '') + (only ? `-only-${only.join('-')}` : '')
   const json = JSON.stringify(results, null, 2) + '\n'
+  const md = markdown(results)
+  process.stdout.write(md)
+  if (only) {
+    // A partial run does not replace the latest full picture.
+    writeFileSync(join(WORK_DIR, `${stamp}.json`), json)
+    return log(`wrote bench/.work/${stamp}.json (partial run: bench/results untouched)`)
+  }
   writeFileSync(join(RESULTS_DIR, `${stamp}.json`), json)
   writeFileSync(join(RESULTS_DIR, 'latest.json'), json)
-  const md = markdown(results)
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md)
   writeFileSync(join(RESULTS_DIR, 'latest.svg'), svg(results))
-  process.stdout.write(md)
   log(`wrote bench/results/${stamp}.json, latest.json, latest.md, latest.svg`)
 }
 
