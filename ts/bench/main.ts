@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { isRoot, Lab, stop, waitForLine } from '../lab/netns.js'
-import { countSyscalls, cpuSeconds, RssSampler } from './proc.js'
+import { countSyscalls, cpuSeconds, hostCpu, RssSampler } from './proc.js'
 import { markdown, median, ratios, round, svg, type Results, type Run } from './report.js'
 import { direct, superpacket, track, wireguard, wireguardGo, WORK_DIR, type Setup } from './setups.js'
 
@@ -113,6 +113,7 @@ interface Sample {
   cpuSecPerGB?: number
   syscallsPerMB?: number
   retransmits?: number
+  hostBusy: number
 }
 
 async function measured(setup: Setup, seconds: number, reverse: boolean, flows: number): Promise<Sample> {
@@ -120,8 +121,10 @@ async function measured(setup: Setup, seconds: number, reverse: boolean, flows: 
   const counter = countSyscalls(setup.pids)
   await sleep(300) // perf attaches
   const cpu0 = cpu()
+  const host0 = hostCpu()
   const j = await iperf(setup, seconds, reverse, flows)
   const cpu1 = cpu()
+  const host1 = hostCpu()
   const syscalls = await counter.stop()
   const bytes = j.end.sum_received.bytes
   const measuredProcs = setup.pids.length > 0
@@ -130,6 +133,7 @@ async function measured(setup: Setup, seconds: number, reverse: boolean, flows: 
     cpuSecPerGB: measuredProcs ? (cpu1 - cpu0) / (bytes / 1e9) : undefined,
     syscallsPerMB: measuredProcs && syscalls !== undefined ? syscalls / (bytes / 1e6) : undefined,
     retransmits: j.end.sum_sent.retransmits,
+    hostBusy: (host1.busy - host0.busy) / Math.max(1, host1.total - host0.total),
   }
 }
 
@@ -165,7 +169,7 @@ async function tunnelScenario(t: Tunnel): Promise<Run[]> {
           `${t.name} ${direction} run ${i + 1}/${REPEATS}: ${s.gbps.toFixed(2)} Gbit/s` +
             (s.cpuSecPerGB !== undefined ? `, ${s.cpuSecPerGB.toFixed(2)} CPU s/GB` : '') +
             (s.syscallsPerMB !== undefined ? `, ${s.syscallsPerMB.toFixed(1)} syscalls/MB` : '') +
-            `, ${s.retransmits ?? '?'} retransmits`,
+            `, ${s.retransmits ?? '?'} retransmits, all CPUs ${Math.round(s.hostBusy * 100)}% busy`,
         )
       }
       runs.push({
@@ -178,6 +182,7 @@ async function tunnelScenario(t: Tunnel): Promise<Run[]> {
         syscallsPerMB: opt(medianOf(samples, 'syscallsPerMB'), 1),
         retransmits: medianOf(samples, 'retransmits'),
         samples: samples.map((s) => round(s.gbps, 3)),
+        hostCpuBusy: round(median(samples.map((s) => s.hostBusy)), 2),
       })
     }
     rss.stop()
@@ -385,6 +390,7 @@ async function main(): Promise<void> {
   m.only = only
   const results: Results = { machine: m, runs, ratios: ratios(runs) }
   mkdirSync(RESULTS_DIR, { recursive: true })
+  mkdirSync(WORK_DIR, { recursive: true })
   const stamp = String(m.date).slice(0, 16).replace(/:/g, '-') + (quick ? '-quick' : '') + (only ? `-only-${only.join('-')}` : '')
   const json = JSON.stringify(results, null, 2) + '\n'
   const md = markdown(results)

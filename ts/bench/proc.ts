@@ -100,3 +100,11 @@ export class RssSampler {
     return Math.max(0, ...this.pids.map((p) => memory(p).peakMB))
   }
 }
+
+/** Busy and total jiffies of all CPUs together (/proc/stat), for the machine's load during a run. */
+export function hostCpu(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0)
+  const idle = (f[3] ?? 0) + (f[4] ?? 0)
+  return { busy: total - idle, total }
+}

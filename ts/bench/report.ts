@@ -26,6 +26,8 @@ export interface Run {
   /** tunnels: a→b (client sends) or b→a (iperf3 -R). */
   direction?: 'a→b' | 'b→a'
   flows?: number
+  /** Share of all the machine's CPU time that was busy during the runs (median; 1 = every CPU busy). */
+  hostCpuBusy?: number
   /** Every sample behind the median. */
   samples?: number[]
   note?: string
@@ -124,16 +126,16 @@ export function markdown(r: Results): string {
       'CPU and system calls are of the tunnel processes (both endpoints); syscalls counted with perf (raw_syscalls:sys_enter). ' +
       'b–e do not encrypt; f (wireguard-go) does.',
     '',
-    '| Run | Dir | Gbit/s | Mpps | CPU s/GB | syscalls/MB | peak RSS MiB | RSS growth MiB | retransmits |',
-    '|---|---|--:|--:|--:|--:|--:|--:|--:|',
+    '| Run | Dir | Gbit/s | Mpps | CPU s/GB | syscalls/MB | peak RSS MiB | RSS growth MiB | retransmits | host CPU busy |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|',
   ]
   for (const x of r.runs) {
     if (x.error !== undefined) {
-      lines.push(`| ${x.name} | ${x.direction ?? ''} | failed: ${x.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | |`)
+      lines.push(`| ${x.name} | ${x.direction ?? ''} | failed: ${x.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | |`)
       continue
     }
     lines.push(
-      `| ${x.name} | ${x.direction ?? x.scenario.replace('udp-', '')} | ${fmt(x.gbps)} | ${fmt(x.mpps, 3)} | ${fmt(x.cpuSecPerGB)} | ${fmt(x.syscallsPerMB, 1)} | ${fmt(x.rssMB, 1)} | ${fmt(x.rssGrowthMB, 1)} | ${x.retransmits ?? '–'} |`,
+      `| ${x.name} | ${x.direction ?? x.scenario.replace('udp-', '')} | ${fmt(x.gbps)} | ${fmt(x.mpps, 3)} | ${fmt(x.cpuSecPerGB)} | ${fmt(x.syscallsPerMB, 1)} | ${fmt(x.rssMB, 1)} | ${fmt(x.rssGrowthMB, 1)} | ${x.retransmits ?? '–'} | ${x.hostCpuBusy === undefined ? '–' : `${Math.round(x.hostCpuBusy * 100)}%`} |`,
     )
   }
   lines.push('', '| Target | Value | Wanted | Met | Detail |', '|---|--:|---|---|---|')
