@@ -58,11 +58,16 @@ export function wireguardGo(log: (s: string) => void): string {
   if (existsSync(bin)) return bin
   log(`installing ${WIREGUARD_GO} with go install (once)`)
   mkdirSync(join(WORK_DIR, 'bin'), { recursive: true })
-  execFileSync('go', ['install', WIREGUARD_GO], {
-    env: { ...process.env, GOBIN: join(WORK_DIR, 'bin') },
-    stdio: ['ignore', 'ignore', 'inherit'],
-    timeout: 600_000,
-  })
+  try {
+    execFileSync('go', ['install', WIREGUARD_GO], {
+      env: { ...process.env, GOBIN: join(WORK_DIR, 'bin') },
+      stdio: ['ignore', 'ignore', 'inherit'],
+      timeout: 600_000,
+    })
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT'
+    throw new Error(missing ? 'wireguard-go needs the Go toolchain (https://go.dev/dl) to be installed' : `go install failed: ${(err as Error).message}`)
+  }
   return bin
 }
 
