@@ -112,8 +112,10 @@ pub fn open_datagrams<'a>(
 ) -> Opened {
     let mut opened = Opened::default();
     for dgram in datagrams {
-        match framer.open(dgram) {
-            Ok(range) => match (&*dgram).get(range) {
+        let opened_range = framer.open(dgram);
+        let dgram: &'a [u8] = dgram;
+        match opened_range {
+            Ok(range) => match dgram.get(range) {
                 Some(inner) if !inner.is_empty() => {
                     packets.push(inner);
                     opened.packets += 1;

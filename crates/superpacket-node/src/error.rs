@@ -8,8 +8,6 @@ use napi::Status;
 use superpacket_core::PacketError;
 use superpacket_io::IoError;
 
-/// Results of every binding.
-
 fn coded(code: &str, message: &str, reason: Option<&str>, errno: Option<i32>, syscall: Option<&str>) -> napi::Error {
     let mut details = format!("\"code\":\"{code}\"");
     if let Some(r) = reason {

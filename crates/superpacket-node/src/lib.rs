@@ -4,6 +4,8 @@
 //! ends with ` [details:{json}]` (reason, errno, syscall); the TypeScript layer turns that into
 //! properties of a `SuperpacketError` (see ts/errors.ts).
 #![allow(missing_docs)]
+// The exported functions are only called from JS, never from the crate's own (empty) test build.
+#![cfg_attr(test, allow(dead_code))]
 
 mod error;
 mod framer;
