@@ -30,8 +30,11 @@ export interface Setup {
 
 /** Every child the bench starts, killed on exit (also on SIGINT) before the namespaces are removed. */
 export const children = new Set<ChildProcess>()
+/** wireguard-go's UAPI sockets, which a killed wireguard-go leaves behind. */
+const uapiSockets = new Set<string>()
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  for (const path of uapiSockets) rmSync(path, { force: true })
 })
 
 /** Tracks a child until it exits. */
@@ -78,6 +81,8 @@ export async function wireguard(bin: string): Promise<Setup> {
   const keyDir = join(WORK_DIR, `keys-${lab.a.ns}`)
   const close = async () => {
     await Promise.all(procs.map((p) => stop(p)))
+    for (const path of uapiSockets) rmSync(path, { force: true })
+    uapiSockets.clear()
     rmSync(keyDir, { recursive: true, force: true })
     lab.destroy()
   }
@@ -92,6 +97,7 @@ export async function wireguard(bin: string): Promise<Setup> {
     for (const [i, s] of sides.entries()) {
       // The UAPI socket (/var/run/wireguard/<name>.sock) is not per namespace: every interface needs its own name.
       const dev = `wgb${process.pid % 100_000}${'ab'[i]}`
+      uapiSockets.add(`/var/run/wireguard/${dev}.sock`)
       const p = track(lab.spawn(s, bin, ['-f', dev]))
       let output = ''
       p.stderr?.on('data', (d: Buffer) => (output += d.toString()))
