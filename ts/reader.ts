@@ -53,6 +53,26 @@ export class ReadQueue<T> {
   }
 }
 
+/**
+ * Tries the synchronous native call first (no thread hop when data or room is there already) and falls
+ * back to the asynchronous one; every `YIELD_EVERY`th call goes the asynchronous way regardless, so that a
+ * busy loop still lets timers, signals and other I/O of the event loop run.
+ * @internal
+ */
+export class SyncFirst {
+  static readonly YIELD_EVERY = 32
+  #streak = 0
+
+  async run<T>(trySync: () => T | null, slow: () => Promise<T>): Promise<T> {
+    if (++this.#streak < SyncFirst.YIELD_EVERY) {
+      const v = trySync()
+      if (v !== null) return v
+    }
+    this.#streak = 0
+    return slow()
+  }
+}
+
 /** @internal whether an error means the device or socket was closed */
 export function isClosed(err: unknown): boolean {
   return err instanceof SuperpacketError && err.code === 'ERR_SUPERPACKET_CLOSED'

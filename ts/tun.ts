@@ -7,7 +7,7 @@ import { NativeHandle } from './handle.js'
 import type { DatagramBatch } from './udp.js'
 import { checkJsFramer, isNativeFramer, type Framer } from './framer.js'
 import { binding } from './native.js'
-import { iterate, ReadQueue } from './reader.js'
+import { iterate, ReadQueue, SyncFirst } from './reader.js'
 import { Superpacket } from './superpacket.js'
 
 type NativeTun = InstanceType<typeof binding.NativeTun>
@@ -103,6 +103,7 @@ const MAX_FRAMES_PER_READ = 32
  */
 export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superpacket> {
   readonly #readers: ReadQueue<Superpacket[]>[]
+  readonly #sync = new SyncFirst()
   /** The interface name. */
   readonly name: string
   /** The interface MTU. */
@@ -148,7 +149,11 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
   }
 
   async #readBatch(queue: number): Promise<Superpacket[]> {
-    const batch = await this.native.read(queue, MAX_FRAMES_PER_READ)
+    const n = this.native
+    const batch = await this.#sync.run(
+      () => n.tryRead(queue, MAX_FRAMES_PER_READ),
+      () => n.read(queue, MAX_FRAMES_PER_READ),
+    )
     const out: Superpacket[] = new Array(batch.lengths.length)
     let off = 0
     for (let i = 0; i < batch.lengths.length; i++) {

@@ -7,7 +7,7 @@ import { invalidArgument, native, nativeAsync } from './errors.js'
 import { NativeHandle } from './handle.js'
 import { checkJsFramer, isNativeFramer, type Framer, type JsFramer } from './framer.js'
 import { binding } from './native.js'
-import { iterate, ReadQueue } from './reader.js'
+import { iterate, ReadQueue, SyncFirst } from './reader.js'
 import { Superpacket } from './superpacket.js'
 
 type NativeUdp = InstanceType<typeof binding.NativeUdp>
@@ -154,6 +154,7 @@ function checkPeer(peer: Peer): void {
  */
 export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<DatagramBatch> {
   readonly #reader: ReadQueue<DatagramBatch>
+  readonly #sync = new SyncFirst()
   /** The bound address. */
   readonly address: Readonly<Peer & { family: 'IPv4' | 'IPv6' }>
 
@@ -162,7 +163,8 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
     const info = n.info()
     this.address = Object.freeze({ address: info.address, port: info.port, family: isIPv6(info.address) ? 'IPv6' : 'IPv4' })
     this.#reader = new ReadQueue(async () => {
-      const r = await this.native.recv()
+      const n = this.native
+      const r = await this.#sync.run(() => n.tryRecv(), () => n.recv())
       return new DatagramBatch(r.data, r.lengths, r.messages)
     })
   }
@@ -219,7 +221,10 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   async sendSegments(peer: Peer, data: Uint8Array, segmentSize: number): Promise<void> {
     checkPeer(peer)
     if (!Number.isInteger(segmentSize) || segmentSize < 1 || segmentSize > 65507) throw invalidArgument('segmentSize must be 1 to 65507')
-    await nativeAsync(this.native.sendSegments(peer.address, peer.port, data, segmentSize))
+    const n = this.native
+    // Straight from the JS thread while the socket has room; the rest waits on the reactor.
+    const sent = native(() => n.trySendSegments(peer.address, peer.port, data, segmentSize))
+    if (sent < data.length) await nativeAsync(n.sendSegments(peer.address, peer.port, data.subarray(sent), segmentSize))
   }
 
   /** Sends datagrams to several peers with sendmmsg. */
@@ -281,7 +286,13 @@ export class SegmentWriter {
     const frames = list.map((f) => (f instanceof Superpacket ? f.frame : f))
     const js = this.#js
     if (js === undefined) {
-      await nativeAsync(this.#native.write(frames))
+      // Sealed and sent on the JS thread while the socket has room; only a full socket costs a wait.
+      let i = 0
+      while (i < frames.length) {
+        const r = native(() => this.#native.tryWrite(i === 0 ? frames : frames.slice(i)))
+        i += r.accepted
+        if (r.pending) await nativeAsync(this.#native.flush())
+      }
       return
     }
     for (const frame of frames) {

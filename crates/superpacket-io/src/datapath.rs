@@ -45,6 +45,11 @@ impl Outbound {
         &self.framer
     }
 
+    /// Bytes of the last prepared buffer, such as a part that could not be sent yet.
+    pub fn prepared(&self, range: std::ops::Range<usize>) -> Option<&[u8]> {
+        self.buf.get(range)
+    }
+
     /// The counter the next sealed segment gets.
     pub fn counter(&self) -> u64 {
         self.counter

@@ -103,11 +103,39 @@ fn parse_cidr<A: std::str::FromStr>(s: &str, max_prefix: u8) -> Result<(A, u8)> 
     Ok((addr, prefix))
 }
 
+/// After a first frame of `first` bytes at the start of `buf`, reads whatever else is ready (up to
+/// `max_frames`, as long as a largest frame still fits) and copies the frames out in one buffer sized to
+/// them: the read buffer itself is reused, so no 256 KiB is allocated or zeroed per read.
+fn drain(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<ReadBatch> {
+    let max = (max_frames as usize).max(1);
+    let mut lengths = vec![first as u32];
+    let mut used = first;
+    while lengths.len() < max && buf.len() - used >= FRAME_ROOM {
+        match q.try_read_frame(&mut buf[used..]).map_err(io_error)? {
+            Some(n) => {
+                lengths.push(n as u32);
+                used += n;
+            }
+            None => break,
+        }
+    }
+    let mut segments = Vec::with_capacity(lengths.len());
+    let mut off = 0;
+    for &len in &lengths {
+        let frame = &buf[off..off + len as usize];
+        segments.push(split::plan(frame).map_or(1, |p| p.count as u32));
+        off += len as usize;
+    }
+    Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths, segments })
+}
+
 /// A TUN device.
 #[napi]
 pub struct NativeTun {
     tun: Arc<Tun>,
     scratch: Mutex<WriteScratch>,
+    /// One reusable read buffer per queue, room for [`BATCH_FRAMES_ROOM`] largest frames.
+    read_bufs: Vec<Mutex<Box<[u8]>>>,
 }
 
 impl NativeTun {
@@ -144,7 +172,9 @@ impl NativeTun {
             queues: options.queues as usize,
         };
         let tun = Tun::open(&opts).map_err(io_error)?;
-        Ok(NativeTun { tun: Arc::new(tun), scratch: Mutex::new(WriteScratch::new()) })
+        let read_bufs =
+            tun.queues().iter().map(|_| Mutex::new(vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice())).collect();
+        Ok(NativeTun { tun: Arc::new(tun), scratch: Mutex::new(WriteScratch::new()), read_bufs })
     }
 
     /// Name, MTU, queue count and offloads.
@@ -170,32 +200,21 @@ impl NativeTun {
     #[napi]
     pub async fn read(&self, queue: u32, max_frames: u32) -> Result<ReadBatch> {
         let q = self.queue(queue)?;
-        let max = (max_frames as usize).max(1);
-        let mut data = vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM.min(max)];
-        let mut lengths = Vec::new();
-        let mut segments = Vec::new();
-        let mut used = q.read_frame(&mut data).await.map_err(io_error)?;
-        lengths.push(used as u32);
-        while lengths.len() < max && data.len() - used >= FRAME_ROOM {
-            match q.try_read_frame(&mut data[used..]).map_err(io_error)? {
-                Some(n) => {
-                    lengths.push(n as u32);
-                    used += n;
-                }
-                None => break,
-            }
+        let mut buf = self.read_bufs[queue as usize].lock().await;
+        let first = q.read_frame(&mut buf[..]).await.map_err(io_error)?;
+        drain(&q, &mut buf, first, max_frames)
+    }
+
+    /// Like `read` without waiting, on the JS thread: `null` when no frame is ready (then `read`).
+    #[napi]
+    pub fn try_read(&self, queue: u32, max_frames: u32) -> Result<Option<ReadBatch>> {
+        let q = self.queue(queue)?;
+        // A `read` in flight owns the buffer; the caller then waits for that one.
+        let Ok(mut buf) = self.read_bufs[queue as usize].try_lock() else { return Ok(None) };
+        match q.try_read_frame(&mut buf[..]).map_err(io_error)? {
+            Some(first) => drain(&q, &mut buf, first, max_frames).map(Some),
+            None => Ok(None),
         }
-        let mut off = 0;
-        for &len in &lengths {
-            let frame = &data[off..off + len as usize];
-            segments.push(split::plan(frame).map_or(1, |p| p.count as u32));
-            off += len as usize;
-        }
-        data.truncate(used);
-        if used < data.capacity() / 4 {
-            data.shrink_to_fit();
-        }
-        Ok(ReadBatch { data: data.into(), lengths, segments })
     }
 
     /// Writes frames (virtio_net_hdr + IP packet).

@@ -91,6 +91,30 @@ pub fn udp_stats(s: UdpStats) -> JsUdpStats {
     }
 }
 
+/// Copies the datagrams of a receive into one buffer sized to them (the receive buffers are reused).
+fn collect(batch: &RecvBatch) -> RecvResult {
+    let total: usize = batch.metas().iter().map(|m| m.len).sum();
+    let mut data = Vec::with_capacity(total);
+    let mut lengths = Vec::new();
+    let mut messages = Vec::with_capacity(batch.len());
+    for (meta, msg) in batch.iter() {
+        data.extend_from_slice(msg);
+        let stride = if meta.stride == 0 { msg.len().max(1) } else { meta.stride };
+        let before = lengths.len();
+        lengths.extend(msg.chunks(stride).map(|c| c.len() as u32));
+        if msg.is_empty() {
+            lengths.push(0);
+        }
+        messages.push(ReceivedMessage {
+            address: meta.addr.ip().to_string(),
+            port: u32::from(meta.addr.port()),
+            count: (lengths.len() - before) as u32,
+            segment_size: stride as u32,
+        });
+    }
+    RecvResult { data: data.into(), lengths: Uint32Array::new(lengths), messages }
+}
+
 /// A UDP socket with GSO/GRO.
 #[napi]
 pub struct NativeUdp {
@@ -144,26 +168,26 @@ impl NativeUdp {
     pub async fn recv(&self) -> Result<RecvResult> {
         let mut batch = self.batch.lock().await;
         self.sock.recv_batch(&mut batch).await.map_err(io_error)?;
-        let total: usize = batch.metas().iter().map(|m| m.len).sum();
-        let mut data = Vec::with_capacity(total);
-        let mut lengths = Vec::new();
-        let mut messages = Vec::with_capacity(batch.len());
-        for (meta, msg) in batch.iter() {
-            data.extend_from_slice(msg);
-            let stride = if meta.stride == 0 { msg.len().max(1) } else { meta.stride };
-            let before = lengths.len();
-            lengths.extend(msg.chunks(stride).map(|c| c.len() as u32));
-            if msg.is_empty() {
-                lengths.push(0);
-            }
-            messages.push(ReceivedMessage {
-                address: meta.addr.ip().to_string(),
-                port: u32::from(meta.addr.port()),
-                count: (lengths.len() - before) as u32,
-                segment_size: stride as u32,
-            });
+        Ok(collect(&batch))
+    }
+
+    /// Like `recv` without waiting, on the JS thread: `null` when nothing is queued (then `recv`).
+    #[napi]
+    pub fn try_recv(&self) -> Result<Option<RecvResult>> {
+        let Ok(mut batch) = self.batch.try_lock() else { return Ok(None) };
+        match self.sock.try_recv_batch(&mut batch).map_err(io_error)? {
+            0 => Ok(None),
+            _ => Ok(Some(collect(&batch))),
         }
-        Ok(RecvResult { data: data.into(), lengths: Uint32Array::new(lengths), messages })
+    }
+
+    /// Sends what the socket takes now of `data` as `segment_size` datagrams, on the JS thread; returns
+    /// the bytes sent (whole datagrams). The rest goes with `sendSegments`.
+    #[napi]
+    pub fn try_send_segments(&self, address: String, port: u32, data: &[u8], segment_size: u32) -> Result<u32> {
+        let dest = socket_addr(&address, port)?;
+        let sent = self.sock.try_send_segments(dest, data, segment_size as usize).map_err(io_error)?;
+        Ok(sent as u32)
     }
 
     /// Sends `data` as `segment_size` datagrams with UDP_SEGMENT.
@@ -220,7 +244,23 @@ pub struct PreparedSend {
 pub struct NativeSegmentWriter {
     sock: Arc<UdpSocket>,
     peer: SocketAddr,
-    out: Mutex<Outbound>,
+    state: Mutex<WriterState>,
+}
+
+/// The preparer and what of its last prepared buffer is still unsent.
+struct WriterState {
+    out: Outbound,
+    /// Bytes `[start, end)` of the prepared buffer wait for `flush`, with their datagram size.
+    pending: Option<(usize, usize, usize)>,
+}
+
+/// What `tryWrite` did.
+#[napi(object)]
+pub struct TryWrite {
+    /// Frames taken (the last may still be partly pending).
+    pub accepted: u32,
+    /// Whether `flush` must run before the next write.
+    pub pending: bool,
 }
 
 #[napi]
@@ -230,27 +270,58 @@ impl NativeSegmentWriter {
         Ok(NativeSegmentWriter {
             sock: udp.sock.clone(),
             peer: socket_addr(&address, port)?,
-            out: Mutex::new(Outbound::new(build(&framer)?)),
+            state: Mutex::new(WriterState { out: Outbound::new(build(&framer)?), pending: None }),
         })
     }
 
     /// Splits, seals and sends each frame: one UDP_SEGMENT send per 64 segments.
     #[napi]
     pub async fn write(&self, frames: Vec<Uint8Array>) -> Result<()> {
-        let mut out = self.out.lock().await;
+        let mut st = self.state.lock().await;
+        self.flush_pending(&mut st).await?;
         for f in &frames {
-            let p = out.prepare(f).map_err(io_error)?;
+            let p = st.out.prepare(f).map_err(io_error)?;
             self.sock.send_segments(self.peer, p.bytes, p.segment_size).await.map_err(io_error)?;
         }
         Ok(())
     }
 
+    /// Like `write` on the JS thread, sending what the socket takes now. When the socket is full, the
+    /// rest of the frame in hand stays pending: call `flush`, then `tryWrite` the frames not accepted.
+    #[napi]
+    pub fn try_write(&self, frames: Vec<&[u8]>) -> Result<TryWrite> {
+        let mut st = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        if st.pending.is_some() {
+            return Ok(TryWrite { accepted: 0, pending: true });
+        }
+        for (i, f) in frames.iter().enumerate() {
+            let p = st.out.prepare(f).map_err(io_error)?;
+            let (len, seg) = (p.bytes.len(), p.segment_size);
+            let sent = self.sock.try_send_segments(self.peer, p.bytes, seg).map_err(io_error)?;
+            if sent < len {
+                st.pending = Some((sent, len, seg));
+                return Ok(TryWrite { accepted: i as u32 + 1, pending: true });
+            }
+        }
+        Ok(TryWrite { accepted: frames.len() as u32, pending: false })
+    }
+
+    /// Sends what `tryWrite` left pending, waiting for room.
+    #[napi]
+    pub async fn flush(&self) -> Result<()> {
+        let mut st = self.state.lock().await;
+        self.flush_pending(&mut st).await
+    }
+
     /// Splits one frame into slots for a JS framer (a copy the JS side owns).
     #[napi]
     pub fn prepare(&self, frame: &[u8]) -> Result<PreparedSend> {
-        let mut out = self.out.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
-        let counter = out.counter();
-        let p = out.prepare(frame).map_err(io_error)?;
+        let mut st = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        if st.pending.is_some() {
+            return Err(invalid_argument("flush the pending write first"));
+        }
+        let counter = st.out.counter();
+        let p = st.out.prepare(frame).map_err(io_error)?;
         Ok(PreparedSend {
             buffer: p.bytes.to_vec().into(),
             segment_size: p.segment_size as u32,
@@ -263,5 +334,15 @@ impl NativeSegmentWriter {
     #[napi]
     pub async fn send_prepared(&self, buffer: Uint8Array, segment_size: u32) -> Result<()> {
         self.sock.send_segments(self.peer, &buffer, segment_size as usize).await.map_err(io_error)
+    }
+}
+
+impl NativeSegmentWriter {
+    async fn flush_pending(&self, st: &mut WriterState) -> Result<()> {
+        if let Some((start, end, seg)) = st.pending.take() {
+            let bytes = st.out.prepared(start..end).ok_or_else(|| invalid_argument("pending bytes went missing"))?;
+            self.sock.send_segments(self.peer, bytes, seg).await.map_err(io_error)?;
+        }
+        Ok(())
     }
 }
