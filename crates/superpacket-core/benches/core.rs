@@ -5,8 +5,8 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use superpacket_core::checksum;
 use superpacket_core::coalesce::{CoalesceOptions, Coalescer, Frames};
 use superpacket_core::split::{self, Layout};

@@ -279,7 +279,12 @@ fn check_segments(vnet: &VirtioNetHdr, pkt: &[u8], ip: &IpHeaders, segs: &[Vec<u
         assert_eq!(got, expected, "segment {i} headers differ from the superpacket's beyond the fixed-up fields");
         assert!(l4_checksum_verifies(seg), "L4 checksum of segment {i} does not verify");
     }
-    assert!(joined == payload, "the segments' payloads ({} B) are not the superpacket's ({} B)", joined.len(), payload.len());
+    assert!(
+        joined == payload,
+        "the segments' payloads ({} B) are not the superpacket's ({} B)",
+        joined.len(),
+        payload.len()
+    );
 }
 
 /// Checks one frame coming out of the coalescer and returns the packets it stands for.

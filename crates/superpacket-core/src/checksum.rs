@@ -92,7 +92,8 @@ mod tests {
     fn reference(data: &[u8]) -> u16 {
         let mut s: u32 = 0;
         for pair in data.chunks(2) {
-            let w = if pair.len() == 2 { u16::from_be_bytes([pair[0], pair[1]]) } else { u16::from_be_bytes([pair[0], 0]) };
+            let w =
+                if pair.len() == 2 { u16::from_be_bytes([pair[0], pair[1]]) } else { u16::from_be_bytes([pair[0], 0]) };
             s += u32::from(w);
             s = (s & 0xffff) + (s >> 16);
         }
@@ -119,8 +120,8 @@ mod tests {
     fn known_ipv4_header() {
         // A textbook IPv4 header with its checksum field zeroed; the checksum is 0xb861.
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
-            0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(checksum(&hdr), 0xb861);
     }

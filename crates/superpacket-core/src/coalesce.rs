@@ -268,7 +268,15 @@ impl Run {
 
     /// A run that starts with a mergeable packet.
     fn start(i: usize, seg: Segment) -> Self {
-        Run { first: i, last: i, count: 1, ip_total: seg.hdr_len + seg.payload_len, open: !seg.psh, head: seg, tail: seg }
+        Run {
+            first: i,
+            last: i,
+            count: 1,
+            ip_total: seg.hdr_len + seg.payload_len,
+            open: !seg.psh,
+            head: seg,
+            tail: seg,
+        }
     }
 
     fn join(&mut self, i: usize, seg: Segment) {
@@ -355,7 +363,8 @@ fn fix_up_headers(headers: &mut [u8], run: &Run) {
 }
 
 fn pseudo_sum(ip: &[u8], seg: &Segment, l4_len: usize) -> u64 {
-    let hdrs = IpHeaders { version: seg.version, ip_len: seg.ip_len, proto: seg.proto, total_len: 0, has_options: false };
+    let hdrs =
+        IpHeaders { version: seg.version, ip_len: seg.ip_len, proto: seg.proto, total_len: 0, has_options: false };
     packet::pseudo_header_sum(ip, &hdrs, l4_len)
 }
 

@@ -524,8 +524,11 @@ fn ipv4_id() {
         run("same id", ALL, &pkts, &plain(3));
         let pkts = edit(stream(base.clone(), &[1000; 3]), 2, |p| p.id += 5);
         run("id jumps", ALL, &pkts, &[merged(0..2), Plain(2)]);
-        let pkts: Vec<Pkt> =
-            stream(base.clone(), &[1000; 3]).into_iter().enumerate().map(|(i, p)| Pkt { id: 50 - i as u16, ..p }).collect();
+        let pkts: Vec<Pkt> = stream(base.clone(), &[1000; 3])
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Pkt { id: 50 - i as u16, ..p })
+            .collect();
         run("id counts down", ALL, &pkts, &plain(3));
         let wrap = base.clone().with(|p| p.id = u16::MAX);
         run("id wraps", ALL, &stream(wrap, &[1000; 3]), &[merged(0..3)]);
@@ -558,30 +561,34 @@ fn flows() {
     let b = stream(tcp4(0).with(|p| p.host = 2), &[1000; 3]);
     let c = stream(tcp6(0).with(|p| p.src_port = 1), &[1000; 3]);
     let d = stream(udp4(0), &[500; 3]);
-    run("two flows interleaved", ALL, &interleave(&[a.clone(), b.clone()]), &[
-        Merged(vec![0, 2, 4]),
-        Merged(vec![1, 3, 5]),
-    ]);
-    run("four flows, both versions and protocols", ALL, &interleave(&[a.clone(), b.clone(), c, d.clone()]), &[
-        Merged(vec![0, 4, 8]),
-        Merged(vec![1, 5, 9]),
-        Merged(vec![2, 6, 10]),
-        Merged(vec![3, 7, 11]),
-    ]);
+    run(
+        "two flows interleaved",
+        ALL,
+        &interleave(&[a.clone(), b.clone()]),
+        &[Merged(vec![0, 2, 4]), Merged(vec![1, 3, 5])],
+    );
+    run(
+        "four flows, both versions and protocols",
+        ALL,
+        &interleave(&[a.clone(), b.clone(), c, d.clone()]),
+        &[Merged(vec![0, 4, 8]), Merged(vec![1, 5, 9]), Merged(vec![2, 6, 10]), Merged(vec![3, 7, 11])],
+    );
     // Same addresses and ports, other protocol: another flow.
     let same_ports = stream(udp4(0).with(|p| (p.src_port, p.dst_port) = (40_000, 443)), &[500; 3]);
-    run("tcp and udp on the same ports", ALL, &interleave(&[a.clone(), same_ports]), &[
-        Merged(vec![0, 2, 4]),
-        Merged(vec![1, 3, 5]),
-    ]);
+    run(
+        "tcp and udp on the same ports",
+        ALL,
+        &interleave(&[a.clone(), same_ports]),
+        &[Merged(vec![0, 2, 4]), Merged(vec![1, 3, 5])],
+    );
     let mut pkts = interleave(&[a.clone(), b.clone()]);
     pkts[2].syn = true; // a[1]
-    run("flow broken by a packet that cannot merge", ALL, &pkts, &[
-        Plain(0),
-        Merged(vec![1, 3, 5]),
-        Plain(2),
-        Plain(4),
-    ]);
+    run(
+        "flow broken by a packet that cannot merge",
+        ALL,
+        &pkts,
+        &[Plain(0), Merged(vec![1, 3, 5]), Plain(2), Plain(4)],
+    );
     let mut one_then_other = a.clone();
     one_then_other.extend(b.clone());
     one_then_other.extend(stream(Pkt { seq: a[2].seq + 1000, id: a[2].id + 1, ..a[0].clone() }, &[1000; 2]));
@@ -594,17 +601,20 @@ fn udp() {
     for base in [udp4(0), udp6(0)] {
         run("same size", ALL, &stream(base.clone(), &[1200; 5]), &[merged(0..5)]);
         run("smaller last", ALL, &stream(base.clone(), &[1200, 1200, 3]), &[merged(0..3)]);
-        run("different sizes", ALL, &stream(base.clone(), &[1200, 800, 1200, 1300]), &[
-            merged(0..2),
-            Plain(2),
-            Plain(3),
-        ]);
+        run(
+            "different sizes",
+            ALL,
+            &stream(base.clone(), &[1200, 800, 1200, 1300]),
+            &[merged(0..2), Plain(2), Plain(3)],
+        );
         run("empty datagrams", ALL, &stream(base.clone(), &[0, 0]), &plain(2));
         let other_port = stream(base.clone().with(|p| p.dst_port = 9), &[1200; 2]);
-        run("different ports interleaved", ALL, &interleave(&[stream(base.clone(), &[1200; 2]), other_port]), &[
-            Merged(vec![0, 2]),
-            Merged(vec![1, 3]),
-        ]);
+        run(
+            "different ports interleaved",
+            ALL,
+            &interleave(&[stream(base.clone(), &[1200; 2]), other_port]),
+            &[Merged(vec![0, 2]), Merged(vec![1, 3])],
+        );
     }
     let zero = stream(udp4(0), &[1200; 3]);
     let pkts: Vec<Pkt> = zero.iter().cloned().map(|p| Pkt { zero_udp_checksum: true, ..p }).collect();
@@ -644,7 +654,10 @@ fn malformed_and_other_packets_pass_through() {
     let good: Vec<Vec<u8>> = stream(tcp4(0), &[1000; 2]).iter().map(Pkt::build).collect();
     let icmp = {
         let mut v = Vec::new();
-        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 1, 1], 64).icmpv4_echo_request(1, 1).write(&mut v, &[0; 32]).unwrap();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 1, 1], 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut v, &[0; 32])
+            .unwrap();
         v
     };
     let mut trailing = good[1].clone();

@@ -302,7 +302,8 @@ fn coalesce_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .enumerate()
             .map(|(i, &n)| {
                 let flags = if psh.contains(&i) { ACK | PSH } else { ACK };
-                let p = ipv4(6, 100 + i as u16, &tcp(&Tcp { sport, seq, flags, ..Tcp::default() }, &payload(n, i as u8)));
+                let p =
+                    ipv4(6, 100 + i as u16, &tcp(&Tcp { sport, seq, flags, ..Tcp::default() }, &payload(n, i as u8)));
                 seq = seq.wrapping_add(n as u32);
                 p
             })
@@ -323,7 +324,9 @@ fn coalesce_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let udp4s = |n: usize, size: usize| -> Vec<Vec<u8>> {
         (0..n).map(|i| ipv4(17, 9 + i as u16, &udp(5_000, &payload(size, i as u8)))).collect()
     };
-    let udp6s = |n: usize, size: usize| -> Vec<Vec<u8>> { (0..n).map(|i| ipv6(17, &udp(5_000, &payload(size, i as u8)))).collect() };
+    let udp6s = |n: usize, size: usize| -> Vec<Vec<u8>> {
+        (0..n).map(|i| ipv6(17, &udp(5_000, &payload(size, i as u8)))).collect()
+    };
     let interleave = |a: Vec<Vec<u8>>, b: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let (mut a, mut b) = (a.into_iter(), b.into_iter());
@@ -377,7 +380,8 @@ fn coalesce_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ipv4_with(17, 1, 0x0008, &[], &payload(30, 2)),
         ipv6_with(17, &[(44, 8)], &udp(5_000, &payload(64, 3))),
     ];
-    let v4_opts = (0..3).map(|i| ipv4_with(17, 1 + i, 0, &[1, 1, 1, 1], &udp(5_000, &payload(50, 1)))).collect::<Vec<_>>();
+    let v4_opts =
+        (0..3).map(|i| ipv4_with(17, 1 + i, 0, &[1, 1, 1, 1], &udp(5_000, &payload(50, 1)))).collect::<Vec<_>>();
     let v6_ext = (0..3).map(|i| ipv6_with(17, &[(60, 8)], &udp(5_000, &payload(50, i)))).collect::<Vec<_>>();
     let dup = vec![udp4s(1, 40)[0].clone(); 4];
     let seventy = (0..70u32)
@@ -405,7 +409,10 @@ fn coalesce_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("tcp4-run", encode_batch(BOTH, &tcp_run)),
         ("tcp4-run-tcp-off", encode_batch(FLAG_UDP, &tcp_run)),
-        ("tcp4-two-flows-interleaved", encode_batch(BOTH, &interleave(tcp_run.clone(), stream4(40_001, &[90; 4], &[1])))),
+        (
+            "tcp4-two-flows-interleaved",
+            encode_batch(BOTH, &interleave(tcp_run.clone(), stream4(40_001, &[90; 4], &[1]))),
+        ),
         ("tcp4-psh-mid-stream", encode_batch(BOTH, &stream4(40_000, &[100; 6], &[2]))),
         ("tcp4-bad-checksum-mid", encode_batch(BOTH, &bad_sum)),
         ("tcp4-id-jump", encode_batch(BOTH, &id_jump)),

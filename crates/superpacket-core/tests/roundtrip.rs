@@ -39,7 +39,14 @@ struct Send {
 }
 
 fn flow() -> impl Strategy<Value = Flow> {
-    (any::<bool>(), any::<bool>(), prop::sample::select(vec![1u8, 64, 255]), prop::sample::select(vec![0u8, 0xb8, 2]), any::<bool>(), 1usize..1500)
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop::sample::select(vec![1u8, 64, 255]),
+        prop::sample::select(vec![0u8, 0xb8, 2]),
+        any::<bool>(),
+        1usize..1500,
+    )
         .prop_map(|(v6, udp, ttl, tos, timestamps, mss)| Flow { v6, udp, ttl, tos, timestamps, mss })
 }
 
@@ -72,8 +79,9 @@ struct FlowState {
 
 /// Builds the packets of a schedule; returns each packet with the index of its flow.
 fn build(flows: &[Flow], sends: &[Send]) -> Vec<(usize, Vec<u8>)> {
-    let mut state: Vec<FlowState> =
-        (0..flows.len()).map(|i| FlowState { seq: 0xffff_f000u32.wrapping_add(i as u32 * 77_777), id: 65_500, count: 0 }).collect();
+    let mut state: Vec<FlowState> = (0..flows.len())
+        .map(|i| FlowState { seq: 0xffff_f000u32.wrapping_add(i as u32 * 77_777), id: 65_500, count: 0 })
+        .collect();
     sends
         .iter()
         .map(|s| {
@@ -241,7 +249,15 @@ fn steady_flows_merge_and_come_back() {
     for (v6, udp) in [(false, false), (false, true), (true, false), (true, true)] {
         let flows = [Flow { v6, udp, ttl: 64, tos: 0, timestamps: !udp, mss: 1200 }];
         let sends: Vec<Send> = (0..40)
-            .map(|_| Send { flow: 0, size_kind: 0, short_len: 0, psh: false, gap: 0, id_jump: 0, zero_udp_checksum: false })
+            .map(|_| Send {
+                flow: 0,
+                size_kind: 0,
+                short_len: 0,
+                psh: false,
+                gap: 0,
+                id_jump: 0,
+                zero_udp_checksum: false,
+            })
             .collect();
         let bytes: Vec<Vec<u8>> = build(&flows, &sends).into_iter().map(|p| p.1).collect();
         let (frames, back) = round_trip(&mut Coalescer::new(CoalesceOptions::default()), &bytes);

@@ -142,9 +142,16 @@ mod tests {
     /// A UDP/IPv4 superpacket of `payload` bytes for USO with `gso` bytes per segment.
     fn uso_frame(payload: usize, gso: u16) -> Vec<u8> {
         let mut f = vec![0u8; 10 + 28 + payload];
-        VirtioNetHdr { flags: FLAG_NEEDS_CSUM, gso_type: GSO_UDP_L4, hdr_len: 28, gso_size: gso, csum_start: 20, csum_offset: 6 }
-            .encode(&mut f)
-            .unwrap();
+        VirtioNetHdr {
+            flags: FLAG_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: 28,
+            gso_size: gso,
+            csum_start: 20,
+            csum_offset: 6,
+        }
+        .encode(&mut f)
+        .unwrap();
         let ip = &mut f[10..];
         ip[0] = 0x45;
         ip[2..4].copy_from_slice(&((28 + payload) as u16).to_be_bytes());

@@ -162,11 +162,13 @@ fn ip_packet(src: &[u8], dst: &[u8], proto: u8, id: u16, l4: &[u8], payload: &[u
 fn l4_info(p: &[u8]) -> (usize, u8, u64) {
     if p[0] >> 4 == 4 {
         let l4_len = (p.len() - 20) as u16;
-        let sum = checksum::pseudo_header_v4(&p[12..16].try_into().unwrap(), &p[16..20].try_into().unwrap(), p[9], l4_len);
+        let sum =
+            checksum::pseudo_header_v4(&p[12..16].try_into().unwrap(), &p[16..20].try_into().unwrap(), p[9], l4_len);
         (20, p[9], sum)
     } else {
         let l4_len = (p.len() - 40) as u32;
-        let sum = checksum::pseudo_header_v6(&p[8..24].try_into().unwrap(), &p[24..40].try_into().unwrap(), p[6], l4_len);
+        let sum =
+            checksum::pseudo_header_v6(&p[8..24].try_into().unwrap(), &p[24..40].try_into().unwrap(), p[6], l4_len);
         (40, p[6], sum)
     }
 }
@@ -259,7 +261,13 @@ fn packet_socket(dev: &str) -> std::os::fd::OwnedFd {
         assert_eq!(libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), len), 0, "bind");
         let tl = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
         assert_eq!(
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), tl),
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                tl
+            ),
             0
         );
     }

@@ -5,8 +5,8 @@ use napi_derive::napi;
 use superpacket_core::coalesce::{CoalesceOptions, Coalescer, Frames};
 use superpacket_core::split::{self, Layout};
 
+use crate::error::packet_error;
 use napi::Result;
-use crate::error::{packet_error};
 
 /// Splits one frame (10-byte virtio_net_hdr + IP packet) into complete IP packets with final checksums.
 #[napi(js_name = "splitSuperpacket")]

@@ -11,9 +11,9 @@ use superpacket_io::datapath::open_datagrams;
 use superpacket_io::tun::{OffloadMode, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
 use tokio::sync::Mutex;
 
-use napi::Result;
 use crate::error::{invalid_argument, io_error};
 use crate::framer::{build, FramerSpec};
+use napi::Result;
 
 /// Room for one frame read.
 const FRAME_ROOM: usize = VNET_HDR_LEN + 65_535;
@@ -172,8 +172,11 @@ impl NativeTun {
             queues: options.queues as usize,
         };
         let tun = Tun::open(&opts).map_err(io_error)?;
-        let read_bufs =
-            tun.queues().iter().map(|_| Mutex::new(vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice())).collect();
+        let read_bufs = tun
+            .queues()
+            .iter()
+            .map(|_| Mutex::new(vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice()))
+            .collect();
         Ok(NativeTun { tun: Arc::new(tun), scratch: Mutex::new(WriteScratch::new()), read_bufs })
     }
 
@@ -261,7 +264,11 @@ pub struct NativePacketWriter {
 impl NativePacketWriter {
     #[napi(constructor)]
     pub fn new(tun: &NativeTun, queue: u32, framer: FramerSpec) -> Result<Self> {
-        Ok(NativePacketWriter { queue: tun.queue(queue)?, framer: build(&framer)?, scratch: Mutex::new(WriteScratch::new()) })
+        Ok(NativePacketWriter {
+            queue: tun.queue(queue)?,
+            framer: build(&framer)?,
+            scratch: Mutex::new(WriteScratch::new()),
+        })
     }
 
     /// Opens the datagrams of `data` (back to back, `lengths` each) in place and writes their packets.

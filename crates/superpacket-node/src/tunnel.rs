@@ -5,11 +5,11 @@ use napi_derive::napi;
 use superpacket_io::tunnel::Tunnel;
 use tokio::sync::Mutex;
 
-use napi::Result;
 use crate::error::{invalid_argument, io_error};
 use crate::framer::{build, FramerSpec};
 use crate::tun::{tun_stats, JsTunStats, NativeTun};
 use crate::udp::{socket_addr, udp_stats, JsUdpStats, NativeUdp};
+use napi::Result;
 
 /// TUN → UDP counters.
 #[napi(object)]

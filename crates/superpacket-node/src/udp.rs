@@ -9,9 +9,9 @@ use superpacket_io::datapath::Outbound;
 use superpacket_io::udp::{RecvBatch, UdpOptions, UdpSocket, UdpStats};
 use tokio::sync::Mutex;
 
-use napi::Result;
 use crate::error::{invalid_argument, io_error};
 use crate::framer::{build, FramerSpec};
+use napi::Result;
 
 /// Messages per receive call.
 const RECV_MESSAGES: usize = 32;

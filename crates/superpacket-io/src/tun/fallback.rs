@@ -39,7 +39,10 @@ pub(super) fn open(opts: &TunOptions) -> Result<Opened, IoError> {
     if opts.queues > 1 {
         return Err(IoError::new(ErrorKind::Unsupported, "several TUN queues need Linux (IFF_MULTI_QUEUE)"));
     }
-    let dev = opts.configure(DeviceBuilder::new()).build_async().map_err(|e| IoError::from_os("opening the TUN device (tun-rs)", &e))?;
+    let dev = opts
+        .configure(DeviceBuilder::new())
+        .build_async()
+        .map_err(|e| IoError::from_os("opening the TUN device (tun-rs)", &e))?;
     let name = dev.name().map_err(|e| IoError::from_os("reading the interface name", &e))?;
     let mtu = dev.mtu().map_err(|e| IoError::from_os("reading the MTU", &e))?;
     Ok(Opened { name, mtu, offloads: Offloads::default(), gso_writes: false, queues: vec![RawQueue { dev }] })

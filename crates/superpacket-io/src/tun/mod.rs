@@ -210,10 +210,8 @@ impl Tun {
             return Err(IoError::new(ErrorKind::InvalidArgument, "Tun::open must be called inside a tokio runtime"));
         }
         let opened = sys::open(opts)?;
-        let device = Arc::new(DeviceState {
-            offloads: opened.offloads,
-            gso_writes: AtomicBool::new(opened.gso_writes),
-        });
+        let device =
+            Arc::new(DeviceState { offloads: opened.offloads, gso_writes: AtomicBool::new(opened.gso_writes) });
         let queues = opened.queues.into_iter().map(|raw| Arc::new(TunQueue::new(raw, device.clone()))).collect();
         Ok(Tun { name: opened.name, mtu: opened.mtu, device, queues })
     }
@@ -387,7 +385,11 @@ impl TunQueue {
     /// Coalesces IP packets into as few frames as the device allows and writes them. TCP is merged only
     /// if the kernel granted TSO, UDP only if it granted USO, and neither after a refused GSO write.
     /// Without IFF_VNET_HDR every packet is written as it is. Each flow keeps its order.
-    pub async fn write_packets<P: AsRef<[u8]>>(&self, packets: &[P], scratch: &mut WriteScratch) -> Result<(), IoError> {
+    pub async fn write_packets<P: AsRef<[u8]>>(
+        &self,
+        packets: &[P],
+        scratch: &mut WriteScratch,
+    ) -> Result<(), IoError> {
         let io = self.io()?;
         self.until_closed(async {
             if !self.device.offloads.vnet_hdr {
@@ -476,7 +478,13 @@ impl TunQueue {
 
     /// One write system call of `parts`, which carry the IP packet `packet` standing for `segments`
     /// packets. EINVAL on a frame is reported as [`ErrorKind::InvalidPacket`] (with the errno kept).
-    async fn write_counted(&self, io: &sys::RawQueue, packet: &[u8], parts: &[IoSlice<'_>], segments: usize) -> Result<(), IoError> {
+    async fn write_counted(
+        &self,
+        io: &sys::RawQueue,
+        packet: &[u8],
+        parts: &[IoSlice<'_>],
+        segments: usize,
+    ) -> Result<(), IoError> {
         let c = &self.counters;
         bump(&c.tx_syscalls, 1);
         match io.write(parts).await {

@@ -20,8 +20,10 @@ impl Registered {
     pub(super) fn new(socket: Socket) -> io::Result<Registered> {
         // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd drops it;
         // nothing here swaps the Socket out (no mutable access is ever taken).
-        let inner = unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let inner = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
         Ok(Registered { inner })
     }
 
