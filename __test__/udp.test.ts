@@ -74,6 +74,35 @@ describe('UdpSocket on loopback', () => {
     expect(rx.stats().rxGroBatches).toBeGreaterThan(0)
   })
 
+  it.each([true, false])('reuseBuffers %s: batches are views into one reused buffer only when asked, and hold the right bytes', async (reuse) => {
+    const rx = await bind({ reuseBuffers: reuse })
+    const tx = await bind()
+    const buffers = new Set<ArrayBufferLike>()
+    const ac = new AbortController()
+    const timer = setTimeout(() => ac.abort(), 5000)
+    const it = rx.batches({ signal: ac.signal })
+    try {
+      for (const fill of [0x11, 0x22, 0x33]) {
+        const data = Buffer.alloc(10 * 1000, fill)
+        await tx.sendSegments(rx.address, data, 1000)
+        const got: Buffer[] = []
+        while (got.length < 10) {
+          const r = await it.next()
+          if (r.done === true) throw new Error('iterator ended early')
+          buffers.add(r.value.buffer.buffer)
+          // Copied before the next receive, as the option's contract asks.
+          got.push(...r.value.datagrams().map((d) => Buffer.from(d)))
+        }
+        expect(Buffer.concat(got).equals(data)).toBe(true)
+      }
+    } finally {
+      clearTimeout(timer)
+      await it.return()
+    }
+    if (reuse) expect(buffers.size).toBe(1)
+    else expect(buffers.size).toBeGreaterThanOrEqual(3)
+  })
+
   it('sends a batch to several peers with one sendmmsg, each datagram with its source reported', async () => {
     const a = await bind()
     const b = await bind()

@@ -8,7 +8,7 @@ import type { DatagramBatch } from './udp.js'
 import { checkJsFramer, isNativeFramer, type Framer } from './framer.js'
 import { binding } from './native.js'
 import { iterate, ReadQueue, SyncFirst } from './reader.js'
-import { Superpacket } from './superpacket.js'
+import { Superpacket, VNET_HDR_LEN } from './superpacket.js'
 
 type NativeTun = InstanceType<typeof binding.NativeTun>
 
@@ -28,6 +28,14 @@ export interface TunOptions {
    * also on a persistent device that kept them.
    */
   offload?: 'auto' | boolean
+  /**
+   * Read into one buffer per queue that every read reuses (default false). Saves a copy and an
+   * allocation per read and keeps memory flat under load (otherwise each read's buffer lives until V8's
+   * next garbage collection, tens of MiB at gigabits per second). The price: a {@link Superpacket} read
+   * is valid only until the next read of its queue starts, so with `for await` until the loop asks for
+   * the next superpacket. Copy what you keep (`Buffer.from(sp.frame)`).
+   */
+  reuseBuffers?: boolean
   /** Number of queues (IFF_MULTI_QUEUE when above 1). Default 1. */
   queues?: number
 }
@@ -91,6 +99,8 @@ export interface PacketWriterOptions {
 }
 
 const MAX_FRAMES_PER_READ = 32
+/** Room for four largest frames (virtio_net_hdr + 64 KiB) per read with `reuseBuffers`. */
+const REUSED_READ_BYTES = 4 * (VNET_HDR_LEN + 65535)
 
 /**
  * A TUN device. Reading yields {@link Superpacket}s: with offloads, one read returns up to 64 KiB of TCP or
@@ -104,6 +114,8 @@ const MAX_FRAMES_PER_READ = 32
 export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superpacket> {
   readonly #readers: ReadQueue<Superpacket[]>[]
   readonly #sync = new SyncFirst()
+  /** With `reuseBuffers`: each queue's read buffer. */
+  readonly #reused: Buffer[] | undefined
   /** The interface name. */
   readonly name: string
   /** The interface MTU. */
@@ -113,9 +125,10 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
   /** What the kernel granted. */
   readonly offloads: Readonly<Offloads>
 
-  private constructor(n: NativeTun) {
+  private constructor(n: NativeTun, reuseBuffers: boolean) {
     super(n, 'the TUN')
     const info = n.info()
+    if (reuseBuffers) this.#reused = Array.from({ length: info.queues }, () => Buffer.allocUnsafeSlow(REUSED_READ_BYTES))
     this.name = info.name
     this.mtu = info.mtu
     this.queues = info.queues
@@ -145,15 +158,25 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
         queues,
       }),
     )
-    return new Tun(n)
+    return new Tun(n, options.reuseBuffers ?? false)
   }
 
   async #readBatch(queue: number): Promise<Superpacket[]> {
     const n = this.native
-    const batch = await this.#sync.run(
-      () => n.tryRead(queue, MAX_FRAMES_PER_READ),
-      () => n.read(queue, MAX_FRAMES_PER_READ),
-    )
+    const into = this.#reused?.[queue]
+    const batch =
+      into === undefined
+        ? await this.#sync.run(
+            () => n.tryRead(queue, MAX_FRAMES_PER_READ),
+            () => n.read(queue, MAX_FRAMES_PER_READ),
+          )
+        : {
+            data: into,
+            ...(await this.#sync.run(
+              () => n.tryReadInto(queue, into, MAX_FRAMES_PER_READ),
+              () => n.readInto(queue, into, MAX_FRAMES_PER_READ),
+            )),
+          }
     const out: Superpacket[] = new Array(batch.lengths.length)
     let off = 0
     for (let i = 0; i < batch.lengths.length; i++) {

@@ -103,10 +103,17 @@ fn parse_cidr<A: std::str::FromStr>(s: &str, max_prefix: u8) -> Result<(A, u8)> 
     Ok((addr, prefix))
 }
 
+/// Frame lengths and segment counts of a read into a caller's buffer (the frames are back to back at its
+/// start).
+#[napi(object)]
+pub struct ReadInto {
+    pub lengths: Vec<u32>,
+    pub segments: Vec<u32>,
+}
+
 /// After a first frame of `first` bytes at the start of `buf`, reads whatever else is ready (up to
-/// `max_frames`, as long as a largest frame still fits) and copies the frames out in one buffer sized to
-/// them: the read buffer itself is reused, so no 256 KiB is allocated or zeroed per read.
-fn drain(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<ReadBatch> {
+/// `max_frames`, as long as a largest frame still fits) and returns the frames' lengths and segment counts.
+fn drain(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<ReadInto> {
     let max = (max_frames as usize).max(1);
     let mut lengths = vec![first as u32];
     let mut used = first;
@@ -126,7 +133,23 @@ fn drain(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<
         segments.push(split::plan(frame).map_or(1, |p| p.count as u32));
         off += len as usize;
     }
-    Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths, segments })
+    Ok(ReadInto { lengths, segments })
+}
+
+/// [`drain`] in the reused read buffer, then the frames copied out into one buffer sized to them: no
+/// 256 KiB is allocated or zeroed per read.
+fn drain_copy(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<ReadBatch> {
+    let r = drain(q, buf, first, max_frames)?;
+    let used: usize = r.lengths.iter().map(|&l| l as usize).sum();
+    Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths: r.lengths, segments: r.segments })
+}
+
+/// Checks that a caller's read buffer holds at least one largest frame.
+fn check_into(buf: &[u8]) -> Result<()> {
+    if buf.len() < FRAME_ROOM {
+        return Err(invalid_argument(format!("a read buffer needs at least {FRAME_ROOM} bytes, not {}", buf.len())));
+    }
+    Ok(())
 }
 
 /// A TUN device.
@@ -205,7 +228,7 @@ impl NativeTun {
         let q = self.queue(queue)?;
         let mut buf = self.read_bufs[queue as usize].lock().await;
         let first = q.read_frame(&mut buf[..]).await.map_err(io_error)?;
-        drain(&q, &mut buf, first, max_frames)
+        drain_copy(&q, &mut buf, first, max_frames)
     }
 
     /// Like `read` without waiting, on the JS thread: `null` when no frame is ready (then `read`).
@@ -215,7 +238,33 @@ impl NativeTun {
         // A `read` in flight owns the buffer; the caller then waits for that one.
         let Ok(mut buf) = self.read_bufs[queue as usize].try_lock() else { return Ok(None) };
         match q.try_read_frame(&mut buf[..]).map_err(io_error)? {
-            Some(first) => drain(&q, &mut buf, first, max_frames).map(Some),
+            Some(first) => drain_copy(&q, &mut buf, first, max_frames).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like `read`, straight into `buf` (no copy): the frames are back to back at its start. `buf` must
+    /// hold at least one largest frame (65,545 bytes); more room lets more ready frames in.
+    #[napi]
+    pub async fn read_into(&self, queue: u32, mut buf: Uint8Array, max_frames: u32) -> Result<ReadInto> {
+        let q = self.queue(queue)?;
+        check_into(&buf)?;
+        // SAFETY: the JS caller (Tun's reader, one read at a time) hands the buffer over until this promise
+        // settles and reads nothing of it meanwhile.
+        let bytes: &mut [u8] = unsafe { buf.as_mut() };
+        let first = q.read_frame(bytes).await.map_err(io_error)?;
+        drain(&q, bytes, first, max_frames)
+    }
+
+    /// Like `readInto` without waiting, on the JS thread: `null` when no frame is ready.
+    #[napi]
+    pub fn try_read_into(&self, queue: u32, mut buf: Uint8Array, max_frames: u32) -> Result<Option<ReadInto>> {
+        let q = self.queue(queue)?;
+        check_into(&buf)?;
+        // SAFETY: on the JS thread, which cannot touch the buffer during this call.
+        let bytes: &mut [u8] = unsafe { buf.as_mut() };
+        match q.try_read_frame(bytes).map_err(io_error)? {
+            Some(first) => drain(&q, bytes, first, max_frames).map(Some),
             None => Ok(None),
         }
     }

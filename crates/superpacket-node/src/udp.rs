@@ -6,7 +6,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{BigInt, Buffer, Uint32Array, Uint8Array};
 use napi_derive::napi;
 use superpacket_io::datapath::Outbound;
-use superpacket_io::udp::{RecvBatch, UdpOptions, UdpSocket, UdpStats};
+use superpacket_io::udp::{RecvBatch, UdpOptions, UdpSocket, UdpStats, RECV_BUFFER_SIZE};
 use tokio::sync::Mutex;
 
 use crate::error::{invalid_argument, io_error};
@@ -15,6 +15,8 @@ use napi::Result;
 
 /// Messages per receive call.
 const RECV_MESSAGES: usize = 32;
+/// The most bytes one receive returns: a buffer for `recvInto` needs this much.
+const RECV_ROOM: usize = RECV_MESSAGES * RECV_BUFFER_SIZE;
 
 /// Parses an address and port from JS.
 pub fn socket_addr(address: &str, port: u32) -> Result<SocketAddr> {
@@ -43,6 +45,8 @@ pub struct UdpInfo {
     pub gso: bool,
     pub gro: bool,
     pub max_segments: u32,
+    /// Bytes a buffer for `recvInto` needs.
+    pub recv_room: u32,
 }
 
 /// One received message.
@@ -91,14 +95,18 @@ pub fn udp_stats(s: UdpStats) -> JsUdpStats {
     }
 }
 
-/// Copies the datagrams of a receive into one buffer sized to them (the receive buffers are reused).
-fn collect(batch: &RecvBatch) -> RecvResult {
-    let total: usize = batch.metas().iter().map(|m| m.len).sum();
-    let mut data = Vec::with_capacity(total);
+/// Datagram lengths and messages of a receive whose datagrams went into a caller's buffer.
+#[napi(object)]
+pub struct RecvInto {
+    pub lengths: Uint32Array,
+    pub messages: Vec<ReceivedMessage>,
+}
+
+/// The datagram lengths and messages of a receive.
+fn describe(batch: &RecvBatch) -> RecvInto {
     let mut lengths = Vec::new();
     let mut messages = Vec::with_capacity(batch.len());
     for (meta, msg) in batch.iter() {
-        data.extend_from_slice(msg);
         let stride = if meta.stride == 0 { msg.len().max(1) } else { meta.stride };
         let before = lengths.len();
         lengths.extend(msg.chunks(stride).map(|c| c.len() as u32));
@@ -112,7 +120,37 @@ fn collect(batch: &RecvBatch) -> RecvResult {
             segment_size: stride as u32,
         });
     }
-    RecvResult { data: data.into(), lengths: Uint32Array::new(lengths), messages }
+    RecvInto { lengths: Uint32Array::new(lengths), messages }
+}
+
+/// Copies the datagrams of a receive back to back into `out`, which must hold them all.
+fn collect_into(batch: &RecvBatch, out: &mut [u8]) -> Result<RecvInto> {
+    let mut at = 0;
+    for (_, msg) in batch.iter() {
+        let dst = out.get_mut(at..at + msg.len()).ok_or_else(|| invalid_argument("receive buffer too small"))?;
+        dst.copy_from_slice(msg);
+        at += msg.len();
+    }
+    Ok(describe(batch))
+}
+
+/// Copies the datagrams of a receive into one buffer sized to them (the receive buffers are reused).
+fn collect(batch: &RecvBatch) -> RecvResult {
+    let total: usize = batch.metas().iter().map(|m| m.len).sum();
+    let mut data = Vec::with_capacity(total);
+    for (_, msg) in batch.iter() {
+        data.extend_from_slice(msg);
+    }
+    let r = describe(batch);
+    RecvResult { data: data.into(), lengths: r.lengths, messages: r.messages }
+}
+
+/// Checks that a caller's receive buffer holds the most one receive can return.
+fn check_into(buf: &[u8]) -> Result<()> {
+    if buf.len() < RECV_ROOM {
+        return Err(invalid_argument(format!("a receive buffer needs at least {RECV_ROOM} bytes, not {}", buf.len())));
+    }
+    Ok(())
 }
 
 /// A UDP socket with GSO/GRO.
@@ -160,6 +198,7 @@ impl NativeUdp {
             gso: c.gso,
             gro: c.gro,
             max_segments: c.max_segments as u32,
+            recv_room: RECV_ROOM as u32,
         }
     }
 
@@ -178,6 +217,30 @@ impl NativeUdp {
         match self.sock.try_recv_batch(&mut batch).map_err(io_error)? {
             0 => Ok(None),
             _ => Ok(Some(collect(&batch))),
+        }
+    }
+
+    /// Like `recv`, into `buf` (`recvRoom` bytes at least; no allocation): the datagrams go back to back
+    /// at its start.
+    #[napi]
+    pub async fn recv_into(&self, mut buf: Uint8Array) -> Result<RecvInto> {
+        check_into(&buf)?;
+        let mut batch = self.batch.lock().await;
+        self.sock.recv_batch(&mut batch).await.map_err(io_error)?;
+        // SAFETY: the JS caller (the socket's reader, one receive at a time) hands the buffer over until
+        // this promise settles and reads nothing of it meanwhile.
+        collect_into(&batch, unsafe { buf.as_mut() })
+    }
+
+    /// Like `recvInto` without waiting, on the JS thread: `null` when nothing is queued.
+    #[napi]
+    pub fn try_recv_into(&self, mut buf: Uint8Array) -> Result<Option<RecvInto>> {
+        check_into(&buf)?;
+        let Ok(mut batch) = self.batch.try_lock() else { return Ok(None) };
+        match self.sock.try_recv_batch(&mut batch).map_err(io_error)? {
+            0 => Ok(None),
+            // SAFETY: on the JS thread, which cannot touch the buffer during this call.
+            _ => collect_into(&batch, unsafe { buf.as_mut() }).map(Some),
         }
     }
 
