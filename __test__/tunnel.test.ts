@@ -59,8 +59,11 @@ if (privileged('tunnel end to end')) {
       expect(a!.udp.gsoFallbacks).toBe(1)
     })
 
-    it('runs the JS data path (superpacket iterator + segmenting writer + packet writer) with a header framer', async () => {
-      const p = await start('js', { offload: 'auto', mode: 'js', framer: 'header', verify: true })
+    it.each([
+      ['reused read buffers', true],
+      ['a fresh buffer per read', false],
+    ])('runs the JS data path (superpacket iterator + segmenting writer + packet writer) with a header framer, %s', async (_name, reuse) => {
+      const p = await start('js', { offload: 'auto', mode: 'js', framer: 'header', verify: true, reuse })
       const t = await p.transfer(64 * MiB, 4)
       expect(t.sha256Received).toBe(t.sha256Sent)
       const [a, b] = (await p.stats()) as (EndpointStats & { verify: { superpackets: number; gso: number; bad: number; maxSegments: number } })[]

@@ -62,6 +62,12 @@ const TUNNELS: Tunnel[] = [
   { id: 'a', name: 'a. direct veth, no tunnel', flows: 1, setup: async () => direct() },
   { id: 'b', name: 'b. superpacket native Tunnel, offloads on', flows: 1, setup: () => superpacket({ mode: 'native', offload: 'on' }) },
   { id: 'c', name: 'c. superpacket JS path, offloads on', flows: 1, setup: () => superpacket({ mode: 'js', offload: 'on' }) },
+  {
+    id: 'c0',
+    name: 'c. superpacket JS path, offloads on, reuseBuffers off',
+    flows: 1,
+    setup: () => superpacket({ mode: 'js', offload: 'on', reuse: false }),
+  },
   { id: 'd', name: 'd. superpacket native Tunnel, offloads off', flows: 1, setup: () => superpacket({ mode: 'native', offload: 'off' }) },
   { id: 'e', name: 'e. naive Node tunnel (per-packet TUN + node:dgram)', flows: 1, setup: () => superpacket({ mode: 'naive' }) },
   { id: 'f', name: 'f. wireguard-go (encrypts)', flows: 1, setup: () => wireguard((wgBin ??= wireguardGo(log))) },
@@ -211,6 +217,7 @@ async function profileScenario(t: Tunnel): Promise<void> {
   try {
     server = await iperfServer(setup)
     await iperf(setup, 1, false, t.flows)
+    mkdirSync(WORK_DIR, { recursive: true })
     const data = join(WORK_DIR, `perf-${t.id}.data`)
     const rec = track(setup.lab.spawn(setup.lab.a, 'perf', ['record', '-F', '999', '-g', '-o', data, '-p', setup.pids.join(',')]))
     await sleep(500)

@@ -31,6 +31,8 @@ const { values: o } = parseArgs({
     mtu: { type: 'string', default: '1420' },
     queues: { type: 'string', default: '1' },
     verify: { type: 'boolean', default: false },
+    // JS mode: read and receive into reused buffers (see TunOptions.reuseBuffers).
+    reuse: { type: 'string', default: 'on' },
   },
 })
 
@@ -48,9 +50,10 @@ const tun = await Tun.open({
   ipv6: o.inner6,
   offload,
   queues: o.mode === 'js' ? 1 : Number(o.queues),
+  reuseBuffers: o.mode === 'js' && o.reuse === 'on',
 })
 // In naive mode node:dgram takes the listen port; this socket stays idle.
-const sock = await UdpSocket.bind({ address: listen.address, port: naive ? 0 : listen.port })
+const sock = await UdpSocket.bind({ address: listen.address, port: naive ? 0 : listen.port, reuseBuffers: o.mode === 'js' && o.reuse === 'on' })
 
 let tunnel: Tunnel | undefined
 let naiveTunnel: NaiveTunnel | undefined
@@ -68,21 +71,17 @@ if (naive) {
   const inbound = tun.packetWriter({ framer: f })
   loops.push(
     (async () => {
-      for (;;) {
-        const sps = await tun.read().catch(() => undefined)
-        if (sps === undefined) return
+      // The loop the README shows: the async iterator of superpackets into the segmenting writer.
+      for await (const sp of tun) {
         if (o.verify) {
           // Tests: every superpacket read from real traffic must split into valid packets.
-          for (const sp of sps) {
-            const segments = sp.split()
-            const ok = segments.length === sp.segmentCount && segments.every(packetValid)
-            verify.superpackets++
-            if (!ok) verify.bad++
-            if (sp.gsoType !== 'none') verify.gso++
-            verify.maxSegments = Math.max(verify.maxSegments, segments.length)
-          }
+          const segments = sp.split()
+          verify.superpackets++
+          if (segments.length !== sp.segmentCount || !segments.every(packetValid)) verify.bad++
+          if (sp.gsoType !== 'none') verify.gso++
+          verify.maxSegments = Math.max(verify.maxSegments, segments.length)
         }
-        await writer.write(sps).catch(() => {})
+        await writer.write(sp).catch(() => {})
       }
     })(),
     (async () => {
@@ -93,7 +92,7 @@ if (naive) {
 
 function stats(): unknown {
   if (naiveTunnel !== undefined) return { tun: tun.stats(), naive: naiveTunnel.counts }
-  return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats(), verify }
+  return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats(), verify, memory: process.memoryUsage() }
 }
 
 console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)

@@ -16,6 +16,8 @@ export interface PairOptions {
   queues?: number
   /** JS mode: split and check every superpacket read. */
   verify?: boolean
+  /** JS mode: read and receive into reused buffers (default true). */
+  reuse?: boolean
 }
 
 /** What one endpoint printed. */
@@ -60,6 +62,7 @@ export class TunnelPair {
           '--framer', options.framer ?? 'plain',
           '--queues', String(options.queues ?? 1),
           ...(options.verify ? ['--verify'] : []),
+          '--reuse', options.reuse === false ? 'off' : 'on',
         ]
         const child = pair.lab.node(me, 'demo/endpoint.js', args)
         pair.endpoints.push(child)
