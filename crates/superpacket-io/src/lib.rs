@@ -5,6 +5,8 @@
 
 pub mod datapath;
 pub mod error;
+#[cfg(unix)]
+mod readiness;
 pub mod tun;
 pub mod tunnel;
 pub mod udp;

@@ -8,7 +8,7 @@
 //! once after every queue is attached decides it).
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use superpacket_core::{checksum, packet, VirtioNetHdr, VNET_HDR_LEN};
 use tokio::io::unix::AsyncFd;
@@ -35,8 +35,10 @@ impl RawQueue {
         read_fd(self.fd.get_ref().as_raw_fd(), buf)
     }
 
+    /// Writes now, or waits for room (watching writability only while waiting: see `crate::readiness`).
     pub(super) async fn write(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.fd.async_io(Interest::WRITABLE, |fd| writev_fd(fd.as_raw_fd(), parts)).await
+        let fd = self.fd.get_ref();
+        crate::readiness::write_when_ready(fd.as_fd(), || writev_fd(fd.as_raw_fd(), parts)).await
     }
 }
 
@@ -190,7 +192,7 @@ fn register(fd: OwnedFd) -> Result<RawQueue, IoError> {
         return Err(IoError::from_os("fcntl(O_NONBLOCK)", &io::Error::last_os_error()));
     }
     // SAFETY: an OwnedFd stays open and returns the same descriptor until the AsyncFd drops it.
-    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
         .map_err(|e| IoError::from_os("epoll_ctl (tokio AsyncFd)", &e.into_parts().1))?;
     Ok(RawQueue { fd })
 }

@@ -15,15 +15,14 @@ pub(super) struct Registered {
 }
 
 impl Registered {
-    /// Registers `socket`, which must be nonblocking, for readable and writable events.
+    /// Registers `socket`, which must be nonblocking, for readable events (writes that find it full watch
+    /// it for writability while they wait: see `crate::readiness`).
     #[cfg(unix)]
     pub(super) fn new(socket: Socket) -> io::Result<Registered> {
         // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd drops it;
         // nothing here swaps the Socket out (no mutable access is ever taken).
-        let inner = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(|e| e.into_parts().1)?;
+        let inner = unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
         Ok(Registered { inner })
     }
 
@@ -45,6 +44,11 @@ impl Registered {
     /// Runs `f` whenever the socket is ready for `interest`, until it returns something other than
     /// WouldBlock.
     pub(super) async fn io<R>(&self, interest: Interest, mut f: impl FnMut(&Socket) -> io::Result<R>) -> io::Result<R> {
+        #[cfg(unix)]
+        if interest.is_writable() {
+            let s = self.inner.get_ref();
+            return crate::readiness::write_when_ready(std::os::fd::AsFd::as_fd(s), || f(s)).await;
+        }
         #[cfg(unix)]
         return self.inner.async_io(interest, |s| f(s)).await;
         #[cfg(windows)]
