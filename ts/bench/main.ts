@@ -10,14 +10,14 @@
  * @module
  */
 import { execFileSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { isRoot, Lab, stop, waitForLine } from '../lab/netns.js'
 import { countSyscalls, cpuSeconds, hostCpu, RssSampler } from './proc.js'
-import { markdown, median, ratios, round, svg, type Results, type Run } from './report.js'
+import { markdown, median, ratios, readmeWithResults, round, svg, type Results, type Run } from './report.js'
 import { direct, superpacket, track, wireguard, wireguardGo, WORK_DIR, type Setup } from './setups.js'
 
 const { values: args } = parseArgs({
@@ -25,6 +25,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     profile: { type: 'string' },
+    // Only rewrite the README's results from bench/results/latest.json.
+    readme: { type: 'boolean', default: false },
   },
 })
 const quick = args.quick!
@@ -412,6 +414,22 @@ async function main(): Promise<void> {
   writeFileSync(join(RESULTS_DIR, 'latest.md'), md)
   writeFileSync(join(RESULTS_DIR, 'latest.svg'), svg(results))
   log(`wrote bench/results/${stamp}.json, latest.json, latest.md, latest.svg`)
+  if (!quick) updateReadme(results)
+}
+
+const README = join(import.meta.dirname, '..', '..', 'README.md')
+
+/** Puts a full run's table and chart into the README between its markers. */
+function updateReadme(results: Results): void {
+  const next = readmeWithResults(readFileSync(README, 'utf8'), results)
+  if (next === undefined) return log('README.md has no bench markers: not updated')
+  writeFileSync(README, next)
+  log('wrote the results into README.md')
+}
+
+if (args.readme === true) {
+  updateReadme(JSON.parse(readFileSync(join(RESULTS_DIR, 'latest.json'), 'utf8')) as Results)
+  process.exit(0)
 }
 
 await main().catch((err: Error) => {

@@ -91,11 +91,14 @@ export function ratios(runs: Run[]): Record<string, Ratio> {
     const v = gso?.mpps !== undefined && base?.mpps ? gso.mpps / base.mpps : undefined
     out[key] = v === undefined ? { value: null, target: `≥ ${min}`, met: null, detail: 'not measured' } : { value: round(v, 3), target: `≥ ${min}`, met: v >= min }
   }
-  // One row per scenario (both directions share the endpoints and so the figures).
-  const eps = runs.filter((r) => ['b', 'c', 'd', 'e', 'b4'].includes(r.scenario) && r.rssMB !== undefined && r.direction === 'a→b')
-  // c0 (the JS path without reuseBuffers) is shown beside the target, not counted in it.
-  const c0run = runs.find((r) => r.scenario === 'c0' && r.rssMB !== undefined && r.direction === 'a→b')
-  const c0 = c0run === undefined ? '' : `; not counted: c0 ${c0run.rssMB} MiB (growth ${c0run.rssGrowthMB ?? '?'})`
+  // One row per scenario (both directions share the endpoints and so the figures). The target is about
+  // superpacket's endpoints; the baselines (e, the naive Node tunnel; c0, the JS path without
+  // reuseBuffers) are shown beside it, not counted.
+  const rss = (ids: string[]) => runs.filter((r) => ids.includes(r.scenario) && r.rssMB !== undefined && r.direction === 'a→b')
+  const shown = (r: Run) => `${r.scenario} ${String(r.rssMB)} MiB (growth ${r.rssGrowthMB ?? '?'})`
+  const baselines = rss(['e', 'c0'])
+  const notCounted = baselines.length === 0 ? '' : `; not counted: ${baselines.map(shown).join(', ')}`
+  const eps = rss(['b', 'c', 'd', 'b4'])
   if (eps.length > 0) {
     const peak = Math.max(...eps.map((r) => r.rssMB!))
     const growth = Math.max(...eps.map((r) => r.rssGrowthMB ?? 0))
@@ -103,7 +106,7 @@ export function ratios(runs: Run[]): Record<string, Ratio> {
       value: round(peak, 1),
       target: '≤ 100 and flat (growth ≤ 5 MiB)',
       met: peak <= 100 && growth <= 5,
-      detail: eps.map((r) => `${r.scenario} ${r.rssMB} MiB (growth ${r.rssGrowthMB ?? '?'})`).join(', ') + c0,
+      detail: eps.map(shown).join(', ') + notCounted,
     }
   }
   return out
@@ -205,4 +208,21 @@ export function svg(r: Results): string {
     '</svg>',
     '',
   ].join('\n')
+}
+
+/** Markers around the part of the README that full bench runs rewrite. */
+export const README_START = '<!-- bench results: written by `npm run bench` (full run), do not edit by hand -->'
+export const README_END = '<!-- end of bench results -->'
+
+/**
+ * `readme` with the text between the markers replaced by the run's table and the chart; unchanged (and
+ * `undefined` returned) when the markers are missing.
+ */
+export function readmeWithResults(readme: string, r: Results): string | undefined {
+  const start = readme.indexOf(README_START)
+  const end = readme.indexOf(README_END)
+  if (start < 0 || end < start) return undefined
+  const body = markdown(r).replace(/^# superpacket benchmark \((.*)\)$/m, 'Full run of $1:')
+  const section = `${README_START}\n${body.trimEnd()}\n\n![bench chart](bench/results/latest.svg)\n`
+  return readme.slice(0, start) + section + readme.slice(end)
 }
