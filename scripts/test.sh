@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: builds the package, runs cargo test and vitest, and ends with one line
-# "N passed, N failed, N skipped" summed over both. Exits non-zero if anything failed.
+# The test command: builds the package, runs cargo test, vitest and the typedoc build, and ends with one
+# line "N passed, N failed, N skipped" summed over them. Exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
@@ -14,10 +14,16 @@ cargo_rc=${PIPESTATUS[0]}
 npx vitest run --reporter=default --reporter=json --outputFile.json="$logs/vitest.json"
 vitest_rc=$?
 
-node - "$logs/cargo.txt" "$logs/vitest.json" "$cargo_rc" "$vitest_rc" <<'JS'
+# The API reference must build without a warning (typedoc treats warnings as errors): one more check.
+npm run docs
+docs_rc=$?
+
+node - "$logs/cargo.txt" "$logs/vitest.json" "$cargo_rc" "$vitest_rc" "$docs_rc" <<'JS'
 const fs = require('node:fs')
-const [cargoLog, vitestJson, cargoRc, vitestRc] = process.argv.slice(2)
+const [cargoLog, vitestJson, cargoRc, vitestRc, docsRc] = process.argv.slice(2)
 let passed = 0, failed = 0, skipped = 0
+if (docsRc === '0') passed += 1
+else failed += 1
 for (const m of fs.readFileSync(cargoLog, 'utf8').matchAll(/test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored/g)) {
   passed += +m[1]; failed += +m[2]; skipped += +m[3]
 }

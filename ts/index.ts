@@ -16,6 +16,8 @@ export type { TunOptions, Offloads, TunStats, TunReadOptions, PacketWriterOption
 export { UdpSocket, SegmentWriter, DatagramBatch } from './udp.js'
 export type {
   Peer,
+  BoundAddress,
+  ReceivedDatagram,
   UdpSocketOptions,
   UdpCapabilities,
   UdpStats,

@@ -21,6 +21,18 @@ export interface Peer {
   port: number
 }
 
+/** The address a socket is bound to. */
+export interface BoundAddress extends Peer {
+  /** Address family of `address`. */
+  family: 'IPv4' | 'IPv6'
+}
+
+/** One received datagram and where it came from. */
+export interface ReceivedDatagram extends Peer {
+  /** The datagram's bytes (a view into the batch buffer). */
+  data: Buffer
+}
+
 /** How a socket is bound. */
 export interface UdpSocketOptions {
   /** Local address (default `'0.0.0.0'`; `'::'` is dual-stack unless `ipv6Only`). */
@@ -119,7 +131,7 @@ export class DatagramBatch {
   }
 
   /** Every datagram with its source. */
-  *[Symbol.iterator](): IterableIterator<{ data: Buffer } & Peer> {
+  *[Symbol.iterator](): IterableIterator<ReceivedDatagram> {
     const views = this.datagrams()
     let i = 0
     for (const m of this.messages) {
@@ -162,7 +174,7 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   readonly #reader: ReadQueue<DatagramBatch>
   readonly #sync = new SyncFirst()
   /** The bound address. */
-  readonly address: Readonly<Peer & { family: 'IPv4' | 'IPv6' }>
+  readonly address: Readonly<BoundAddress>
 
   private constructor(n: NativeUdp, reuseBuffers: boolean) {
     super(n, 'the UDP socket')
