@@ -32,6 +32,14 @@ pub fn io_error(e: IoError) -> napi::Error {
     coded(e.code(), &e.message, None, e.errno, e.syscall)
 }
 
+/// Fails unless a caller's buffer `what` (for a read straight into it) holds at least `room` bytes.
+pub fn check_room(buf: &[u8], room: usize, what: &str) -> napi::Result<()> {
+    if buf.len() < room {
+        return Err(invalid_argument(format!("{what} needs at least {room} bytes, not {}", buf.len())));
+    }
+    Ok(())
+}
+
 /// An argument out of range.
 pub fn invalid_argument(message: impl std::fmt::Display) -> napi::Error {
     coded("ERR_SUPERPACKET_INVALID_ARGUMENT", &message.to_string(), None, None, None)

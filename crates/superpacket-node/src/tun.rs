@@ -11,7 +11,7 @@ use superpacket_io::datapath::open_datagrams;
 use superpacket_io::tun::{OffloadMode, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
 use tokio::sync::Mutex;
 
-use crate::error::{invalid_argument, io_error};
+use crate::error::{check_room, invalid_argument, io_error};
 use crate::framer::{build, FramerSpec};
 use napi::Result;
 
@@ -144,14 +144,6 @@ fn drain_copy(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Re
     Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths: r.lengths, segments: r.segments })
 }
 
-/// Checks that a caller's read buffer holds at least one largest frame.
-fn check_into(buf: &[u8]) -> Result<()> {
-    if buf.len() < FRAME_ROOM {
-        return Err(invalid_argument(format!("a read buffer needs at least {FRAME_ROOM} bytes, not {}", buf.len())));
-    }
-    Ok(())
-}
-
 /// A TUN device.
 #[napi]
 pub struct NativeTun {
@@ -248,7 +240,7 @@ impl NativeTun {
     #[napi]
     pub async fn read_into(&self, queue: u32, mut buf: Uint8Array, max_frames: u32) -> Result<ReadInto> {
         let q = self.queue(queue)?;
-        check_into(&buf)?;
+        check_room(&buf, FRAME_ROOM, "a read buffer (one largest frame)")?;
         // SAFETY: the JS caller (Tun's reader, one read at a time) hands the buffer over until this promise
         // settles and reads nothing of it meanwhile.
         let bytes: &mut [u8] = unsafe { buf.as_mut() };
@@ -260,7 +252,7 @@ impl NativeTun {
     #[napi]
     pub fn try_read_into(&self, queue: u32, mut buf: Uint8Array, max_frames: u32) -> Result<Option<ReadInto>> {
         let q = self.queue(queue)?;
-        check_into(&buf)?;
+        check_room(&buf, FRAME_ROOM, "a read buffer (one largest frame)")?;
         // SAFETY: on the JS thread, which cannot touch the buffer during this call.
         let bytes: &mut [u8] = unsafe { buf.as_mut() };
         match q.try_read_frame(bytes).map_err(io_error)? {

@@ -9,7 +9,7 @@ use superpacket_io::datapath::Outbound;
 use superpacket_io::udp::{RecvBatch, UdpOptions, UdpSocket, UdpStats, RECV_BUFFER_SIZE};
 use tokio::sync::Mutex;
 
-use crate::error::{invalid_argument, io_error};
+use crate::error::{check_room, invalid_argument, io_error};
 use crate::framer::{build, FramerSpec};
 use napi::Result;
 
@@ -145,14 +145,6 @@ fn collect(batch: &RecvBatch) -> RecvResult {
     RecvResult { data: data.into(), lengths: r.lengths, messages: r.messages }
 }
 
-/// Checks that a caller's receive buffer holds the most one receive can return.
-fn check_into(buf: &[u8]) -> Result<()> {
-    if buf.len() < RECV_ROOM {
-        return Err(invalid_argument(format!("a receive buffer needs at least {RECV_ROOM} bytes, not {}", buf.len())));
-    }
-    Ok(())
-}
-
 /// A UDP socket with GSO/GRO.
 #[napi]
 pub struct NativeUdp {
@@ -224,7 +216,7 @@ impl NativeUdp {
     /// at its start.
     #[napi]
     pub async fn recv_into(&self, mut buf: Uint8Array) -> Result<RecvInto> {
-        check_into(&buf)?;
+        check_room(&buf, RECV_ROOM, "a receive buffer (the most one receive returns)")?;
         let mut batch = self.batch.lock().await;
         self.sock.recv_batch(&mut batch).await.map_err(io_error)?;
         // SAFETY: the JS caller (the socket's reader, one receive at a time) hands the buffer over until
@@ -235,7 +227,7 @@ impl NativeUdp {
     /// Like `recvInto` without waiting, on the JS thread: `null` when nothing is queued.
     #[napi]
     pub fn try_recv_into(&self, mut buf: Uint8Array) -> Result<Option<RecvInto>> {
-        check_into(&buf)?;
+        check_room(&buf, RECV_ROOM, "a receive buffer (the most one receive returns)")?;
         let Ok(mut batch) = self.batch.try_lock() else { return Ok(None) };
         match self.sock.try_recv_batch(&mut batch).map_err(io_error)? {
             0 => Ok(None),
