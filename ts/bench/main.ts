@@ -363,6 +363,9 @@ function firstLine(cmd: string, a: string[]): string {
 }
 
 async function main(): Promise<void> {
+  if (args.readme === true) {
+    return updateReadme(JSON.parse(readFileSync(join(RESULTS_DIR, 'latest.json'), 'utf8')) as Results)
+  }
   if (!isRoot()) throw new Error('the bench needs root (network namespaces, TUN devices, perf)')
   for (const tool of ['iperf3', 'ip', 'wg', 'perf', 'cc']) {
     if (firstLine('sh', ['-c', `command -v ${tool}`]) === 'missing') throw new Error(`${tool} is missing: run npm run setup (scripts/bootstrap.sh)`)
@@ -425,11 +428,6 @@ function updateReadme(results: Results): void {
   if (next === undefined) return log('README.md has no bench markers: not updated')
   writeFileSync(README, next)
   log('wrote the results into README.md')
-}
-
-if (args.readme === true) {
-  updateReadme(JSON.parse(readFileSync(join(RESULTS_DIR, 'latest.json'), 'utf8')) as Results)
-  process.exit(0)
 }
 
 await main().catch((err: Error) => {

@@ -38,6 +38,7 @@ const { values: o } = parseArgs({
 
 
 const naive = o.mode === 'naive'
+const reuse = o.mode === 'js' && o.reuse === 'on'
 const offload = naive ? false : o.offload === 'auto' ? 'auto' : o.offload === 'on'
 const framer: NativeFramer = o.framer === 'header' ? headerFramer(Buffer.from('superpkt')) : plainFramer()
 const listen = hostPort(o.listen!)
@@ -50,10 +51,10 @@ const tun = await Tun.open({
   ipv6: o.inner6,
   offload,
   queues: o.mode === 'js' ? 1 : Number(o.queues),
-  reuseBuffers: o.mode === 'js' && o.reuse === 'on',
+  reuseBuffers: reuse,
 })
 // In naive mode node:dgram takes the listen port; this socket stays idle.
-const sock = await UdpSocket.bind({ address: listen.address, port: naive ? 0 : listen.port, reuseBuffers: o.mode === 'js' && o.reuse === 'on' })
+const sock = await UdpSocket.bind({ address: listen.address, port: naive ? 0 : listen.port, reuseBuffers: reuse })
 
 let tunnel: Tunnel | undefined
 let naiveTunnel: NaiveTunnel | undefined
