@@ -201,11 +201,10 @@ async fn inbound(shared: Arc<Shared>) -> Result<(), IoError> {
         if packets.is_empty() {
             continue;
         }
-        match queue.write_packets(&packets, &mut scratch).await {
-            Ok(()) => bump(&c.in_packets, packets.len()),
-            Err(e) if e.kind == ErrorKind::Closed => return Err(e),
-            // The kernel refused a packet (the TUN counts it); the tunnel goes on.
-            Err(_) => bump(&c.in_drops, packets.len()),
-        }
+        // Invalid and refused packets are skipped (the TUN counts them by reason); an error means the
+        // queue itself failed.
+        let written = queue.write_packets(&packets, &mut scratch).await?;
+        bump(&c.in_packets, written.written_packets);
+        bump(&c.in_drops, written.dropped());
     }
 }
