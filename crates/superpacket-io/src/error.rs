@@ -32,6 +32,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Any other failed system call.
     Os,
+    /// A framer's key has used up its counter space (nonces): rekey before sealing more.
+    Exhausted,
 }
 
 impl ErrorKind {
@@ -44,12 +46,13 @@ impl ErrorKind {
             ErrorKind::InvalidPacket => "ERR_SUPERPACKET_INVALID_PACKET",
             ErrorKind::InvalidArgument => "ERR_SUPERPACKET_INVALID_ARGUMENT",
             ErrorKind::Os => "ERR_SUPERPACKET_OS",
+            ErrorKind::Exhausted => "ERR_SUPERPACKET_KEY_EXHAUSTED",
         }
     }
 }
 
 /// An I/O-layer error: a kind, a message, and where it came from a system call, that call and its errno.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IoError {
     /// The category.
     pub kind: ErrorKind,
