@@ -31,7 +31,13 @@ pub struct PeerConfig {
 impl PeerConfig {
     /// A peer with only its public key set.
     pub fn new(public_key: [u8; KEY_LEN]) -> Self {
-        PeerConfig { public_key, preshared_key: None, endpoint: None, allowed_ips: Vec::new(), persistent_keepalive: None }
+        PeerConfig {
+            public_key,
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            persistent_keepalive: None,
+        }
     }
 }
 
@@ -79,7 +85,8 @@ pub struct ConfigFile {
 }
 
 /// Host-level keys that are accepted and reported in [`ConfigFile::ignored`].
-const IGNORED_INTERFACE_KEYS: [&str; 8] = ["fwmark", "dns", "table", "preup", "postup", "predown", "postdown", "saveconfig"];
+const IGNORED_INTERFACE_KEYS: [&str; 8] =
+    ["fwmark", "dns", "table", "preup", "postup", "predown", "postdown", "saveconfig"];
 
 enum Section {
     None,
@@ -159,7 +166,8 @@ pub fn parse_config(text: &str) -> Result<ConfigFile, ConfigError> {
     let Some(interface_line) = interface_line else {
         return Err(ConfigError::new("[Interface]", "is missing"));
     };
-    let private_key = private_key.ok_or_else(|| ConfigError::new("PrivateKey", "is missing").at_line(interface_line))?;
+    let private_key =
+        private_key.ok_or_else(|| ConfigError::new("PrivateKey", "is missing").at_line(interface_line))?;
     let peers = peers
         .into_iter()
         .map(|(line, public_key, peer)| match public_key {
@@ -202,9 +210,9 @@ pub fn parse_keepalive(field: &str, value: &str) -> Result<Option<u16>, ConfigEr
     if value.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    let seconds: u16 = value
-        .parse()
-        .map_err(|_| ConfigError::new(field, format!("`{value}` is not `off` or a number of seconds from 0 to 65535")))?;
+    let seconds: u16 = value.parse().map_err(|_| {
+        ConfigError::new(field, format!("`{value}` is not `off` or a number of seconds from 0 to 65535"))
+    })?;
     Ok((seconds > 0).then_some(seconds))
 }
 
@@ -256,7 +264,10 @@ PublicKey = L+V9o0fNYkMVKNqsX7spBzD/9oSvxM/C7ZCZX1jLO3Q=
         assert_eq!(c.peers.len(), 3);
         let a = &c.peers[0];
         assert_eq!(encode_key(&a.public_key), "JCr8AJULa4uBDoP24jODbEuL8Z7WCd41XG2/k07YZ00=");
-        assert_eq!(a.preshared_key.as_ref().map(|k| encode_key(&k.0)).as_deref(), Some("KYfYo9Fud4U7OLslpa/jGC6P3FIVrEOqecOLio9eeoI="));
+        assert_eq!(
+            a.preshared_key.as_ref().map(|k| encode_key(&k.0)).as_deref(),
+            Some("KYfYo9Fud4U7OLslpa/jGC6P3FIVrEOqecOLio9eeoI=")
+        );
         assert_eq!(a.endpoint, Some("198.19.0.2:51820".parse().unwrap()));
         let allowed: Vec<String> = a.allowed_ips.iter().map(|c| c.to_string()).collect();
         assert_eq!(allowed, ["198.18.77.2/32", "2001:db8:77::2/128", "198.18.80.0/20"]);
@@ -285,22 +296,88 @@ PublicKey = L+V9o0fNYkMVKNqsX7spBzD/9oSvxM/C7ZCZX1jLO3Q=
         let peer = "[Peer]\nPublicKey = JCr8AJULa4uBDoP24jODbEuL8Z7WCd41XG2/k07YZ00=";
         let cases: Vec<(&str, String, Option<usize>, &str, &str)> = vec![
             ("bad private key", "[Interface]\nPrivateKey = abc".into(), Some(2), "PrivateKey", "base64"),
-            ("short public key", format!("[Interface]\n{key}\n[Peer]\nPublicKey = AAAA"), Some(4), "PublicKey", "3 bytes"),
-            ("hostname endpoint", format!("[Interface]\n{key}\n{peer}\nEndpoint = vpn.example.com:51820"), Some(5), "Endpoint", "hostnames"),
-            ("endpoint without port", format!("[Interface]\n{key}\n{peer}\nEndpoint = 198.19.0.2"), Some(5), "Endpoint", "port"),
-            ("v6 endpoint without brackets", format!("[Interface]\n{key}\n{peer}\nEndpoint = 2001:db8::2:51820"), Some(5), "Endpoint", "[v6]"),
-            ("bad allowed ip", format!("[Interface]\n{key}\n{peer}\nAllowedIPs = 198.18.0.0/24, 198.18.1.0/40"), Some(5), "AllowedIPs", "198.18.1.0/40"),
-            ("empty allowed ip item", format!("[Interface]\n{key}\n{peer}\nAllowedIPs = 198.18.0.0/24,,"), Some(5), "AllowedIPs", "not an IPv4"),
-            ("bad keepalive", format!("[Interface]\n{key}\n{peer}\nPersistentKeepalive = sometimes"), Some(5), "PersistentKeepalive", "off"),
+            (
+                "short public key",
+                format!("[Interface]\n{key}\n[Peer]\nPublicKey = AAAA"),
+                Some(4),
+                "PublicKey",
+                "3 bytes",
+            ),
+            (
+                "hostname endpoint",
+                format!("[Interface]\n{key}\n{peer}\nEndpoint = vpn.example.com:51820"),
+                Some(5),
+                "Endpoint",
+                "hostnames",
+            ),
+            (
+                "endpoint without port",
+                format!("[Interface]\n{key}\n{peer}\nEndpoint = 198.19.0.2"),
+                Some(5),
+                "Endpoint",
+                "port",
+            ),
+            (
+                "v6 endpoint without brackets",
+                format!("[Interface]\n{key}\n{peer}\nEndpoint = 2001:db8::2:51820"),
+                Some(5),
+                "Endpoint",
+                "[v6]",
+            ),
+            (
+                "bad allowed ip",
+                format!("[Interface]\n{key}\n{peer}\nAllowedIPs = 198.18.0.0/24, 198.18.1.0/40"),
+                Some(5),
+                "AllowedIPs",
+                "198.18.1.0/40",
+            ),
+            (
+                "empty allowed ip item",
+                format!("[Interface]\n{key}\n{peer}\nAllowedIPs = 198.18.0.0/24,,"),
+                Some(5),
+                "AllowedIPs",
+                "not an IPv4",
+            ),
+            (
+                "bad keepalive",
+                format!("[Interface]\n{key}\n{peer}\nPersistentKeepalive = sometimes"),
+                Some(5),
+                "PersistentKeepalive",
+                "off",
+            ),
             ("port out of range", format!("[Interface]\n{key}\nListenPort = 70000"), Some(3), "ListenPort", "70000"),
             ("bad mtu", format!("[Interface]\n{key}\nMTU = big"), Some(3), "MTU", "big"),
-            ("unknown interface key", format!("[Interface]\n{key}\nPostLunch = x"), Some(3), "PostLunch", "[Interface] key"),
-            ("unknown peer key", format!("[Interface]\n{key}\n{peer}\nListenPort = 1"), Some(5), "ListenPort", "[Peer] key"),
+            (
+                "unknown interface key",
+                format!("[Interface]\n{key}\nPostLunch = x"),
+                Some(3),
+                "PostLunch",
+                "[Interface] key",
+            ),
+            (
+                "unknown peer key",
+                format!("[Interface]\n{key}\n{peer}\nListenPort = 1"),
+                Some(5),
+                "ListenPort",
+                "[Peer] key",
+            ),
             ("unknown section", "[Interfaces]\n".into(), Some(1), "[Interfaces]", "section"),
             ("key before section", "PrivateKey = x".into(), Some(1), "PrivateKey", "before"),
-            ("no equals sign", format!("[Interface]\n{key}\nListenPort 51820"), Some(3), "ListenPort 51820", "Key = Value"),
+            (
+                "no equals sign",
+                format!("[Interface]\n{key}\nListenPort 51820"),
+                Some(3),
+                "ListenPort 51820",
+                "Key = Value",
+            ),
             ("second interface", format!("[Interface]\n{key}\n[Interface]"), Some(3), "[Interface]", "twice"),
-            ("peer without public key", format!("[Interface]\n{key}\n\n[Peer]\nAllowedIPs = 198.18.0.0/24"), Some(4), "PublicKey", "missing"),
+            (
+                "peer without public key",
+                format!("[Interface]\n{key}\n\n[Peer]\nAllowedIPs = 198.18.0.0/24"),
+                Some(4),
+                "PublicKey",
+                "missing",
+            ),
             ("no private key", "# empty\n[Interface]\nListenPort = 1".into(), Some(2), "PrivateKey", "missing"),
             ("no interface", peer.into(), None, "[Interface]", "missing"),
         ];

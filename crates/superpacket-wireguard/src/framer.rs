@@ -246,7 +246,10 @@ impl WireGuard {
                     endpoint: state.endpoint,
                     allowed_ips: peer.allowed_ips.clone(),
                     persistent_keepalive: peer.persistent_keepalive,
-                    last_handshake: state.tunn.time_since_last_handshake().and_then(|ago| SystemTime::now().checked_sub(ago)),
+                    last_handshake: state
+                        .tunn
+                        .time_since_last_handshake()
+                        .and_then(|ago| SystemTime::now().checked_sub(ago)),
                     rx_bytes: peer.rx_bytes.load(Ordering::Relaxed),
                     tx_bytes: peer.tx_bytes.load(Ordering::Relaxed),
                     drops: peer.drops.snapshot(),
@@ -258,7 +261,8 @@ impl WireGuard {
     /// Sets where a peer's datagrams go (until its authenticated datagrams arrive from elsewhere).
     pub fn set_peer_endpoint(&self, public_key: &str, endpoint: SocketAddr) -> Result<(), ConfigError> {
         let key = parse_key("publicKey", public_key)?;
-        let index = *self.peer_by_key.get(&key).ok_or_else(|| ConfigError::new("publicKey", "is not a configured peer"))?;
+        let index =
+            *self.peer_by_key.get(&key).ok_or_else(|| ConfigError::new("publicKey", "is not a configured peer"))?;
         let peer = self.peers.get(index).ok_or_else(|| ConfigError::new("publicKey", "is not a configured peer"))?;
         peer.state.lock().endpoint = Some(endpoint);
         Ok(())
@@ -283,7 +287,15 @@ impl WireGuard {
 
     /// After an authenticated message from `from`: roam there (unless it was a cookie reply, which proves
     /// less), count it, and send what waited for a session.
-    fn accepted(&self, peer: &Peer, state: &mut PeerState, kind: Kind, from: SocketAddr, len: usize, control: &mut Control) {
+    fn accepted(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        kind: Kind,
+        from: SocketAddr,
+        len: usize,
+        control: &mut Control,
+    ) {
         peer.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         if kind == Kind::CookieReply {
             return;
@@ -436,7 +448,9 @@ impl Framer for WireGuard {
             }
             if last_counter.saturating_add(1) >= self.rekey_after_packets && state.rekey_started_for != Some(receiver) {
                 state.rekey_started_for = Some(receiver);
-                if let Encapsulated::Handshake(n) = classify(state.tunn.format_handshake_initiation(&mut state.wire, true)) {
+                if let Encapsulated::Handshake(n) =
+                    classify(state.tunn.format_handshake_initiation(&mut state.wire, true))
+                {
                     peer.sent(n);
                     control.push(endpoint, state.wire[..n].to_vec());
                 }
