@@ -200,6 +200,16 @@ impl<'a> Slots<'a> {
         self.count
     }
 
+    /// Bytes before each slot's packet.
+    pub fn headroom(&self) -> usize {
+        self.headroom
+    }
+
+    /// Bytes after each slot's packet.
+    pub fn tailroom(&self) -> usize {
+        self.tailroom
+    }
+
     /// Bytes from one slot's start to the next.
     pub fn stride(&self) -> usize {
         self.stride
