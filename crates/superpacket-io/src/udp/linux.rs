@@ -10,6 +10,7 @@ use std::ptr;
 
 use libc::{c_int, c_uint, c_void, socklen_t};
 use socket2::{SockAddr, Socket};
+use superpacket_core::packet;
 
 use super::{sender, GsoRefusal, RecvBatch, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
 use crate::error::IoError;
@@ -109,12 +110,12 @@ pub(super) fn gso_refusal(err: &io::Error, dest: SocketAddr, segment_size: usize
 
 /// IP and UDP header bytes before a datagram's payload (no IP options or extension headers).
 fn udp_overhead(dest: SocketAddr) -> usize {
-    if dest.is_ipv4() {
-        20 + 8
-    } else {
-        40 + 8
-    }
+    let ip = if dest.is_ipv4() { IPV4_MIN_HDR_LEN } else { packet::IPV6_HDR_LEN };
+    ip + packet::UDP_HDR_LEN
 }
+
+/// An IPv4 header without options.
+const IPV4_MIN_HDR_LEN: usize = 20;
 
 /// The path MTU the kernel knows towards `dest` (the route's MTU, or a lower one learned from ICMP), asked
 /// of a throwaway socket connected there: connecting a UDP socket sends nothing. The socket is made in
