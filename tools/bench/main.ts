@@ -368,7 +368,7 @@ async function main(): Promise<void> {
   }
   if (!isRoot()) throw new Error('the bench needs root (network namespaces, TUN devices, perf)')
   for (const tool of ['iperf3', 'ip', 'wg', 'perf', 'cc']) {
-    if (firstLine('sh', ['-c', `command -v ${tool}`]) === 'missing') throw new Error(`${tool} is missing: run npm run setup (scripts/bootstrap.sh)`)
+    if (firstLine('sh', ['-c', `command -v ${tool}`]) === 'missing') throw new Error(`${tool} is missing: run scripts/bootstrap.sh --bench`)
   }
   if (args.profile !== undefined) {
     for (const id of args.profile.split(',')) {
