@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: builds the package, runs cargo test, vitest and the typedoc build, and ends with one
-# line "N passed, N failed, N skipped" summed over them. Exits non-zero if anything failed.
+# The test command: builds the package, runs cargo test, vitest (with the packaging test), the typedoc build,
+# the glibc baseline check of the binary and actionlint on the workflows, and ends with one line
+# "N passed, N failed, N skipped" summed over them. Exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
@@ -14,16 +15,21 @@ cargo_rc=${PIPESTATUS[0]}
 npx vitest run --reporter=default --reporter=json --outputFile.json="$logs/vitest.json"
 vitest_rc=$?
 
-# The API reference must build without a warning (typedoc treats warnings as errors): one more check.
-npm run docs
-docs_rc=$?
+# Checks that count one each, by exit code: the API reference builds without a warning (typedoc treats
+# warnings as errors); a linux-gnu binary needs no glibc above the baseline; the workflows pass actionlint.
+checks=()
+npm run docs; checks+=($?)
+if compgen -G 'superpacket.linux-*-gnu.node' >/dev/null; then bash scripts/check-glibc.sh; checks+=($?); fi
+bash scripts/check-workflows.sh; checks+=($?)
 
-node - "$logs/cargo.txt" "$logs/vitest.json" "$cargo_rc" "$vitest_rc" "$docs_rc" <<'JS'
+node - "$logs/cargo.txt" "$logs/vitest.json" "$cargo_rc" "$vitest_rc" "${checks[@]}" <<'JS'
 const fs = require('node:fs')
-const [cargoLog, vitestJson, cargoRc, vitestRc, docsRc] = process.argv.slice(2)
+const [cargoLog, vitestJson, cargoRc, vitestRc, ...checkRcs] = process.argv.slice(2)
 let passed = 0, failed = 0, skipped = 0
-if (docsRc === '0') passed += 1
-else failed += 1
+for (const rc of checkRcs) {
+  if (rc === '0') passed += 1
+  else failed += 1
+}
 for (const m of fs.readFileSync(cargoLog, 'utf8').matchAll(/test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored/g)) {
   passed += +m[1]; failed += +m[2]; skipped += +m[3]
 }

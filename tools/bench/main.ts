@@ -364,11 +364,13 @@ function firstLine(cmd: string, a: string[]): string {
 
 async function main(): Promise<void> {
   if (args.readme === true) {
-    return updateReadme(JSON.parse(readFileSync(join(RESULTS_DIR, 'latest.json'), 'utf8')) as Results)
+    const latest = JSON.parse(readFileSync(join(RESULTS_DIR, 'latest.json'), 'utf8')) as Results
+    writeFileSync(join(RESULTS_DIR, 'latest.svg'), svg(latest))
+    return updateReadme(latest)
   }
   if (!isRoot()) throw new Error('the bench needs root (network namespaces, TUN devices, perf)')
   for (const tool of ['iperf3', 'ip', 'wg', 'perf', 'cc']) {
-    if (firstLine('sh', ['-c', `command -v ${tool}`]) === 'missing') throw new Error(`${tool} is missing: run npm run setup (scripts/bootstrap.sh)`)
+    if (firstLine('sh', ['-c', `command -v ${tool}`]) === 'missing') throw new Error(`${tool} is missing: run scripts/bootstrap.sh --bench`)
   }
   if (args.profile !== undefined) {
     for (const id of args.profile.split(',')) {

@@ -158,9 +158,26 @@ function esc(s: string): string {
 
 /** Horizontal bars: tunnel Gbit/s per direction, then UDP Mpps. */
 export function svg(r: Results): string {
-  const W = 1000
-  const left = 330
-  const barW = W - left - 190
+  const ok = r.runs.filter((x) => x.error === undefined)
+  const tcpRows = ok.filter((x) => x.direction !== undefined).map((x) => ({
+    label: `${x.name} ${x.direction}`,
+    value: x.gbps,
+    color: x.direction === 'a→b' ? '#3b6ea5' : '#7fa7d1',
+    text: x.gbps.toFixed(2),
+  }))
+  const udpRows = ok.filter((x) => x.mpps !== undefined).map((x) => ({
+    label: `${x.scenario === 'udp-send' ? 'send' : 'recv'}: ${x.name}`,
+    value: x.mpps!,
+    color: x.scenario === 'udp-send' ? '#c0703a' : '#5a9a5a',
+    text: `${x.mpps!.toFixed(3)} Mpps, ${x.gbps.toFixed(2)} Gbit/s`,
+  }))
+  // The label column fits the longest label. Nothing measures text here, so its width is estimated from the
+  // character count at a generous average advance for 12 px sans-serif.
+  const LABEL_CHAR_PX = 7
+  const longest = Math.max(0, ...[...tcpRows, ...udpRows].map((x) => [...x.label].length))
+  const left = Math.max(120, 18 + Math.ceil(longest * LABEL_CHAR_PX))
+  const barW = 480
+  const W = left + barW + 190
   const rowH = 22
   const parts: string[] = []
   let y = 40
@@ -177,25 +194,8 @@ export function svg(r: Results): string {
     }
     y += 26
   }
-  const ok = r.runs.filter((x) => x.error === undefined)
-  section(
-    'Tunnel throughput, TCP (Gbit/s, median)',
-    ok.filter((x) => x.direction !== undefined).map((x) => ({
-      label: `${x.name} ${x.direction}`,
-      value: x.gbps,
-      color: x.direction === 'a→b' ? '#3b6ea5' : '#7fa7d1',
-      text: x.gbps.toFixed(2),
-    })),
-  )
-  section(
-    'UDP, 1,400-byte datagrams between namespaces (Mpps, median)',
-    ok.filter((x) => x.mpps !== undefined).map((x) => ({
-      label: `${x.scenario === 'udp-send' ? 'send' : 'recv'}: ${x.name}`,
-      value: x.mpps!,
-      color: x.scenario === 'udp-send' ? '#c0703a' : '#5a9a5a',
-      text: `${x.mpps!.toFixed(3)} Mpps, ${x.gbps.toFixed(2)} Gbit/s`,
-    })),
-  )
+  section('Tunnel throughput, TCP (Gbit/s, median)', tcpRows)
+  section('UDP, 1,400-byte datagrams between namespaces (Mpps, median)', udpRows)
   const m = r.machine
   const footer = `${String(m.cpu)}, ${String(m.cpus)} CPUs, Linux ${String(m.kernel)}, ${String(m.date)}${m.quick ? ' (--quick)' : ''}`
   parts.push(`<text x="10" y="${y}" font-size="11" fill="#555">${esc(footer)}</text>`)
