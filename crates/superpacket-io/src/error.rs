@@ -6,9 +6,9 @@ use std::{fmt, io};
 /// Times a send or TUN write that found the kernel out of buffers (ENOBUFS, ENOMEM: a full queueing
 /// discipline, memory pressure) is tried again before it counts as failed. Such errors pass; dropping
 /// the data at the first one would lose packets a moment's wait delivers.
-pub(crate) const OUT_OF_BUFFERS_RETRIES: u32 = 64;
+pub const OUT_OF_BUFFERS_RETRIES: u32 = 64;
 /// Pause before each of those retries (tokio's timer resolution).
-pub(crate) const OUT_OF_BUFFERS_BACKOFF: Duration = Duration::from_millis(1);
+pub const OUT_OF_BUFFERS_BACKOFF: Duration = Duration::from_millis(1);
 
 /// Whether `err` says the kernel is out of buffers for now (ENOBUFS, ENOMEM).
 pub(crate) fn is_out_of_buffers(err: &io::Error) -> bool {

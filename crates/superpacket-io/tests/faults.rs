@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::packets::{ip_packet, UDP};
 use common::Netns;
-use superpacket_io::error::ErrorKind;
+use superpacket_io::error::{ErrorKind, OUT_OF_BUFFERS_RETRIES};
 use superpacket_io::fault::{self, Syscall};
 use superpacket_io::tun::{
     OffloadMode, Tun, TunOptions, WriteScratch, GSO_PROBE_AFTER_FRAMES, GSO_REFUSALS_BEFORE_OFF, MIN_READ_BUF,
@@ -321,6 +321,44 @@ fn a_failed_tun_read_loses_no_frame() {
     });
 }
 
+#[test]
+fn a_tun_write_out_of_buffers_past_the_retries_drops_that_packet_only() {
+    if !common::privileged("a_tun_write_out_of_buffers_past_the_retries_drops_that_packet_only") {
+        return;
+    }
+    let _serial = serial();
+    with_tun("fo", |rt, tun, sink| {
+        let q = &tun.queues()[0];
+        // Distinct source ports: a frame each. The first meets one ENOBUFS more than the retries allow.
+        let packets: Vec<Vec<u8>> = (0..5).map(|i| udp_packet(42_000 + i as u16, i as u16, &payload(i, 200))).collect();
+        fault::inject(Syscall::TunWrite, libc::ENOBUFS, OUT_OF_BUFFERS_RETRIES + 1);
+        let r = rt.block_on(q.write_packets(&packets, &mut WriteScratch::new())).expect("write_packets");
+        assert_eq!((r.written_packets, r.dropped_refused), (4, 1));
+        assert_eq!(drain_sink(&sink, 4), (1..5).map(|i| payload(i, 200)).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn gso_writes_refused_at_open_stay_off_and_nothing_is_lost() {
+    if !common::privileged("gso_writes_refused_at_open_stay_off_and_nothing_is_lost") {
+        return;
+    }
+    let _serial = serial();
+    // The start-up probe writes a GSO frame; refused there, the kernel will not take GSO writes at all.
+    fault::inject(Syscall::TunWrite, libc::EINVAL, 1);
+    with_tun("fp", |rt, tun, sink| {
+        assert_eq!(fault::pending(Syscall::TunWrite), 0, "the probe took the fault");
+        assert!(!tun.coalescing_enabled());
+        let q = &tun.queues()[0];
+        let n = GSO_PROBE_AFTER_FRAMES as usize + 10;
+        let r = rt.block_on(q.write_packets(&one_flow(0, n), &mut WriteScratch::new())).expect("write_packets");
+        assert_eq!((r.written_packets, r.dropped()), (n, 0));
+        assert!(!tun.coalescing_enabled(), "no later probe when the open-time probe was refused");
+        assert_eq!((tun.stats().tx_syscalls, tun.stats().tx_gso_reenabled), (n as u64, 0));
+        assert_eq!(drain_sink(&sink, n), (0..n).map(|i| payload(i, 1000)).collect::<Vec<_>>());
+    });
+}
+
 // ---- UDP ------------------------------------------------------------------------------------------
 
 const SEGMENTS: usize = 40;
@@ -466,5 +504,36 @@ fn a_failed_receive_loses_no_queued_datagram() {
         let err = rx.recv_batch(&mut batch).await.expect_err("EIO must surface");
         assert_eq!((err.kind, err.errno), (ErrorKind::Os, Some(libc::EIO)));
         assert_eq!(recv_all(&rx, 8).await, expected(0, 8), "still queued after the failed receives");
+    });
+}
+
+#[test]
+fn a_gso_refusal_whose_single_datagram_also_fails_is_an_error_and_keeps_gso() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let (tx, rx) = (bind("127.0.0.1:0", true), bind("127.0.0.1:0", false));
+        // EIO on the GSO send, then EIO on the lone datagram: the path is at fault, not segmentation.
+        fault::inject(Syscall::SendGso, libc::EIO, 1);
+        fault::inject(Syscall::SendMmsg, libc::EIO, 1);
+        let err = tx.send_segments(rx.local_addr(), &train(0, 8), SEGMENT).await.expect_err("EIO must surface");
+        assert_eq!(err.errno, Some(libc::EIO));
+        assert!(tx.caps().gso, "GSO is not blamed");
+        assert_eq!(tx.stats().gso_fallbacks, 0);
+        tx.send_segments(rx.local_addr(), &train(8, 8), SEGMENT).await.expect("send");
+        assert_eq!(recv_all(&rx, 8).await, expected(8, 8), "nothing of the failed train went out twice");
+    });
+}
+
+#[test]
+fn a_send_out_of_buffers_past_the_retries_is_an_error() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let (tx, rx) = (bind("127.0.0.1:0", false), bind("127.0.0.1:0", false));
+        fault::inject(Syscall::SendMmsg, libc::ENOBUFS, OUT_OF_BUFFERS_RETRIES + 1);
+        let err = tx.send_segments(rx.local_addr(), &train(0, 4), SEGMENT).await.expect_err("ENOBUFS must surface");
+        assert_eq!(err.errno, Some(libc::ENOBUFS));
+        assert_eq!(tx.stats().tx_out_of_buffers, u64::from(OUT_OF_BUFFERS_RETRIES));
+        tx.send_segments(rx.local_addr(), &train(4, 4), SEGMENT).await.expect("send");
+        assert_eq!(recv_all(&rx, 4).await, expected(4, 4));
     });
 }
