@@ -1,6 +1,6 @@
 //! The WireGuard framer end to end without I/O: framers talk only through `seal`, `open` and `Control`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -115,11 +115,20 @@ fn seal_with(framer: &WireGuard, packets: &[Vec<u8>], control: &mut Control) -> 
 
 /// Delivers control datagrams among `nodes` until none are left (bounded); returns the inner packets
 /// that came out of them, with the node index that opened each.
-fn deliver(nodes: &[&Node], from: usize, mut control: Control) -> Vec<(usize, Vec<u8>)> {
-    let mut pending: Vec<(usize, SocketAddr, Vec<u8>)> = control.drain().map(|(to, d)| (from, to, d)).collect();
+fn deliver(nodes: &[&Node], from: usize, control: Control) -> Vec<(usize, Vec<u8>)> {
+    deliver_all(nodes, vec![(from, control)])
+}
+
+/// Like [`deliver`] for several senders at once, in order (first in, first delivered), as a network
+/// would: every datagram already sent arrives before any answer to it.
+fn deliver_all(nodes: &[&Node], controls: Vec<(usize, Control)>) -> Vec<(usize, Vec<u8>)> {
+    let mut pending: VecDeque<(usize, SocketAddr, Vec<u8>)> = controls
+        .into_iter()
+        .flat_map(|(from, mut c)| c.drain().map(move |(to, d)| (from, to, d)).collect::<Vec<_>>())
+        .collect();
     let mut data = Vec::new();
     for _ in 0..1000 {
-        let Some((sender, to, datagram)) = pending.pop() else { return data };
+        let Some((sender, to, datagram)) = pending.pop_front() else { return data };
         let target = nodes.iter().position(|n| n.at == to).expect("a control datagram to a known node");
         let mut reply = Control::new();
         match nodes[target].open(&datagram, nodes[sender].at, &mut reply) {
@@ -153,16 +162,19 @@ fn pair(psk: Option<SecretKey>) -> (Node, Node) {
     (Node::new(a_key, A_AT, vec![to_b]), Node::new(b_key, B_AT, vec![to_a]))
 }
 
-/// A sends one packet to B, which completes the handshake; returns the packet B received.
+/// A sends one packet to B, which completes the handshake; returns A's handshake initiation.
 fn handshake(a: &Node, b: &Node) -> Vec<u8> {
     let first = ip_packet("198.18.77.1", "198.18.77.2", 100, 1);
     let mut control = Control::new();
     let (sealed, _) = a.seal(std::slice::from_ref(&first), &mut control);
     assert_eq!(sealed, Sealed::Held);
     assert_eq!(control.len(), 1, "one handshake initiation");
+    let init = control.drain().next().unwrap();
+    let mut control = Control::new();
+    control.push(init.0, init.1.clone());
     let arrived = deliver(&[a, b], 0, control);
-    assert_eq!(arrived, vec![(1, first.clone())], "the queued packet arrives once the handshake completes");
-    first
+    assert_eq!(arrived, vec![(1, first)], "the queued packet arrives once the handshake completes");
+    init.1
 }
 
 fn handshake_and_exchange(psk: Option<SecretKey>) {
@@ -325,7 +337,7 @@ fn three_peers_are_routed_by_allowed_ips() {
 #[test]
 fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
     let (a, b) = pair(None);
-    handshake(&a, &b);
+    let init = handshake(&a, &b);
     let good = |i: u8| {
         let packet = ip_packet("198.18.77.1", "198.18.77.2", 300, i);
         (packet.clone(), a.seal(&[packet], &mut Control::new()).1.remove(0))
@@ -335,10 +347,10 @@ fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
 
     let mut flipped = good(11).1;
     *flipped.last_mut().unwrap() ^= 1;
-    let mut truncated_init = Control::new();
+    let mut stranger_control = Control::new();
     let stranger = Node::new(secret(), "198.19.0.9:51820", vec![peer(b.public_key(), Some(B_AT), &["0.0.0.0/0"])]);
-    stranger.seal(&[ip_packet("198.18.9.9", "198.18.77.2", 80, 0)], &mut truncated_init);
-    let (_, unknown_init) = truncated_init.drain().next().unwrap();
+    stranger.seal(&[ip_packet("198.18.9.9", "198.18.77.2", 80, 0)], &mut stranger_control);
+    let (_, unknown_init) = stranger_control.drain().next().unwrap();
     // An initiation meant for someone else fails mac1.
     let mut other_control = Control::new();
     let elsewhere =
@@ -359,6 +371,8 @@ fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
         ("flipped tag bit", flipped, DropReason::BadMac),
         ("replayed datagram", captured.clone(), DropReason::Replay),
         ("initiation from an unknown key", unknown_init, DropReason::BadHandshake),
+        // WireGuard's timestamp check: a captured initiation cannot be replayed to reset the session.
+        ("replayed initiation", init, DropReason::BadHandshake),
         ("initiation for another responder", misaddressed_init, DropReason::BadMac),
         ("unknown receiver index", unknown_receiver, DropReason::UnknownSession),
     ];
@@ -371,7 +385,8 @@ fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
     }
     let stats = &b.framer.peers()[0];
     let count = |r: DropReason| stats.drops.iter().find(|(reason, _)| *reason == r).unwrap().1;
-    assert_eq!((count(DropReason::BadMac), count(DropReason::Replay)), (1, 1), "{stats:?}");
+    let counted = [DropReason::BadMac, DropReason::Replay, DropReason::BadHandshake].map(count);
+    assert_eq!(counted, [1, 1, 1], "drops that name B's peer: {stats:?}");
     assert_eq!(stats.endpoint, Some(a.at), "no hostile datagram moved the peer");
 }
 
@@ -592,4 +607,43 @@ mod never_panics {
             }
         }
     }
+}
+
+#[test]
+fn under_load_initiations_get_cookie_replies() {
+    let (a, b) = pair(None);
+    // Strangers fill the interface's handshake budget (100 a second; nothing resets it without a poll).
+    for i in 0..100u8 {
+        let stranger = Node::new(secret(), "198.19.1.1:1", vec![peer(b.public_key(), Some(B_AT), &["0.0.0.0/0"])]);
+        let mut control = Control::new();
+        stranger.seal(&[ip_packet("198.18.9.9", "198.18.77.2", 80, i)], &mut control);
+        let (_, init) = control.drain().next().unwrap();
+        assert_eq!(b.open(&init, stranger.at, &mut Control::new()), Got::Dropped(DropReason::BadHandshake));
+    }
+    let mut control = Control::new();
+    a.seal(&[ip_packet("198.18.77.1", "198.18.77.2", 80, 0)], &mut control);
+    let (_, init) = control.drain().next().unwrap();
+    let mut reply = Control::new();
+    assert_eq!(b.open(&init, a.at, &mut reply), Got::Dropped(DropReason::BadHandshake));
+    let (to, cookie) = reply.drain().next().expect("a cookie reply");
+    assert_eq!((to, cookie.len(), cookie[0]), (a.at, 64, 3));
+    // A takes the cookie for its next initiation.
+    assert_eq!(a.open(&cookie, b.at, &mut Control::new()), Got::Consumed);
+    assert_eq!(b.framer.peers()[0].endpoint, None, "nothing unauthenticated moved B's peer");
+}
+
+#[test]
+fn simultaneous_initiations_still_deliver_both_queues() {
+    let (a_key, b_key) = (secret(), secret());
+    let a = Node::new(a_key.clone(), A_AT, vec![peer(public_key_bytes(&b_key), Some(B_AT), &["198.18.77.2/32"])]);
+    let b = Node::new(b_key, B_AT, vec![peer(public_key_bytes(&a_key), Some(A_AT), &["198.18.77.1/32"])]);
+    let to_b = ip_packet("198.18.77.1", "198.18.77.2", 100, 1);
+    let to_a = ip_packet("198.18.77.2", "198.18.77.1", 100, 2);
+    let (mut a_control, mut b_control) = (Control::new(), Control::new());
+    assert_eq!(a.seal(std::slice::from_ref(&to_b), &mut a_control).0, Sealed::Held);
+    assert_eq!(b.seal(std::slice::from_ref(&to_a), &mut b_control).0, Sealed::Held);
+    // Both initiations are on the wire before either side hears from the other.
+    let mut arrived = deliver_all(&[&a, &b], vec![(0, a_control), (1, b_control)]);
+    arrived.sort();
+    assert_eq!(arrived, vec![(0, to_a), (1, to_b)]);
 }
