@@ -306,7 +306,7 @@ fn packets_wait_for_the_handshake_in_a_bounded_queue() {
     arrived.sort();
     expected.sort();
     assert_eq!(arrived, expected);
-    // Emptied: the queue takes packets again before a later handshake.
+    // With the session up, packets go straight out.
     assert_eq!(a.seal(&[ip_packet("198.18.77.1", "198.18.77.2", 100, 0)], &mut Control::new()).0, Sealed::To(b.at));
 }
 
