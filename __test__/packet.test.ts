@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { coalescePackets, splitSuperpacket, SuperpacketError } from '../dist/index.js'
+import { coalescePackets, splitSuperpacket, SuperpacketError } from 'superpacket'
 import { checksumsValid4, FLOW, pattern, tcp4, udp4 } from './helpers/packets.js'
 
 const MSS = 1448
@@ -70,9 +70,10 @@ describe('coalescePackets + splitSuperpacket', () => {
   })
 
   it('loads with require() in a CommonJS program', () => {
-    const script = `const sp = require(${JSON.stringify(fileURLToPath(new URL('../dist/index.js', import.meta.url)))});
+    // By the package's name, from its root, as a CommonJS user's require() would resolve it.
+    const script = `const sp = require('superpacket');
       const frames = sp.coalescePackets([]); process.stdout.write(typeof sp.Tun + ':' + frames.length)`
-    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', cwd: fileURLToPath(new URL('..', import.meta.url)) })
     expect(out).toBe('function:0')
   })
 })

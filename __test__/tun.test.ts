@@ -2,10 +2,10 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { run } from '../dist/lab/netns.js'
+import { run } from '../tools/dist/lab/netns.js'
 import { privileged } from './helpers/privileged.js'
 
-const PROBE = fileURLToPath(new URL('../dist/lab/probe.js', import.meta.url))
+const PROBE = fileURLToPath(new URL('../tools/dist/lab/probe.js', import.meta.url))
 
 /** A namespace of this test file, removed afterwards. */
 const ns = `sp-tuntest-${process.pid}-${randomBytes(2).toString('hex')}`

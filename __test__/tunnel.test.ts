@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { stop, waitForLine } from '../dist/lab/netns.js'
-import { TunnelPair, type PairOptions } from '../dist/lab/tunnel-pair.js'
+import { stop, waitForLine } from '../tools/dist/lab/netns.js'
+import { TunnelPair, type PairOptions } from '../tools/dist/lab/tunnel-pair.js'
 import { privileged } from './helpers/privileged.js'
 
 const MiB = 1 << 20

@@ -1,8 +1,8 @@
 import dgram from 'node:dgram'
 import { readdirSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Lab, stop, waitForLine } from '../dist/lab/netns.js'
-import { coalescePackets, SuperpacketError, UdpSocket, type JsFramer } from '../dist/index.js'
+import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
+import { coalescePackets, SuperpacketError, UdpSocket, type JsFramer } from 'superpacket'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
 

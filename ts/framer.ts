@@ -7,18 +7,32 @@
  *   implementation written in TypeScript can seal and open in place.
  * @module
  */
-import { invalidArgument } from './errors.js'
+import { invalidArgument, native } from './errors.js'
+import { binding } from './native.js'
 
-/** A framer implemented in native code; build one with {@link plainFramer} or {@link headerFramer}. */
+/** @internal the native framer object */
+export type NativeFramerHandle = InstanceType<typeof binding.NativeFramer>
+
+/**
+ * A framer implemented in native code; build one with {@link plainFramer} or {@link headerFramer}.
+ *
+ * A framer object is one key, one set of counters and (for encrypting framers) one set of sessions:
+ * give the same object to every writer and tunnel that should share them.
+ */
 export interface NativeFramer {
   /** Discriminates native framers from {@link JsFramer}s. */
   readonly kind: 'native'
-  /** @internal what the native side builds */
-  readonly spec: { type: 'plain' } | { type: 'header'; header: Buffer }
+  /** @internal the native framer */
+  readonly native: NativeFramerHandle
   /** Bytes reserved before every segment. */
   readonly headroom: number
   /** Bytes reserved after every segment. */
   readonly tailroom: number
+  /**
+   * Whether the framer picks each superpacket's destination itself (WireGuard routes by the inner
+   * destination): writers and tunnels with such a framer need no `peer`.
+   */
+  readonly routes: boolean
 }
 
 /** Segments laid out for a {@link JsFramer} to seal in place. */
@@ -27,7 +41,11 @@ export interface SealBatch {
   readonly buffer: Buffer
   /** For each segment, a view of its whole slot: `headroom` bytes, the IP packet, `tailroom` bytes. */
   readonly slots: readonly Buffer[]
-  /** The per-segment counter of the first slot; slot i has `counter + i` (use it as a nonce). */
+  /**
+   * The counter of the first slot; slot i has `counter + i` (use it as a nonce). Counters belong to the
+   * framer object: every writer that uses the same object draws from one sequence, a block per
+   * superpacket, so none repeats while the process runs. Across restarts, rekey.
+   */
   readonly counter: bigint
 }
 
@@ -54,24 +72,53 @@ export interface JsFramer {
 /** Any framer the writers and the tunnel accept. */
 export type Framer = NativeFramer | JsFramer
 
-/** No framing: IP packets travel as UDP payloads unchanged. Runs natively. */
+/** @internal wraps a native framer object */
+export function wrapNativeFramer(n: NativeFramerHandle): NativeFramer {
+  return { kind: 'native', native: n, headroom: n.headroom, tailroom: n.tailroom, routes: n.routes }
+}
+
+/**
+ * No framing: IP packets travel as UDP payloads unchanged. Runs natively. Authenticates nothing: use an
+ * encrypting framer on networks you do not control.
+ */
 export function plainFramer(): NativeFramer {
-  return { kind: 'native', spec: { type: 'plain' }, headroom: 0, tailroom: 0 }
+  return wrapNativeFramer(native(() => new binding.NativeFramer({ type: 'plain' })))
 }
 
 /**
  * A fixed header (such as a connection id) before every segment, checked and removed on open: datagrams
- * with another header are dropped. Runs natively.
+ * with another header are dropped. Runs natively. Authenticates nothing (anyone who sees one datagram
+ * can forge the header): use an encrypting framer on networks you do not control.
  * @param header - 1 to 255 bytes
  */
 export function headerFramer(header: Uint8Array): NativeFramer {
   if (header.length === 0 || header.length > 255) throw invalidArgument('headerFramer: the header must be 1 to 255 bytes')
-  return { kind: 'native', spec: { type: 'header', header: Buffer.from(header) }, headroom: header.length, tailroom: 0 }
+  return wrapNativeFramer(native(() => new binding.NativeFramer({ type: 'header', header: Buffer.from(header) })))
 }
 
 /** @internal */
 export function isNativeFramer(f: Framer): f is NativeFramer {
   return (f as NativeFramer).kind === 'native'
+}
+
+/** The native side of each JS framer: its slot layout and its counters, one per framer object. */
+const jsFramerSlots = new WeakMap<JsFramer, NativeFramerHandle>()
+
+/**
+ * @internal the native framer that seals or (for a JS framer) lays out slots and hands out counters; the
+ * plain framer when none is given
+ */
+export function nativeFramerOf(f: Framer | undefined): NativeFramerHandle {
+  if (f === undefined) return native(() => new binding.NativeFramer({ type: 'plain' }))
+  if (isNativeFramer(f)) return f.native
+  let n = jsFramerSlots.get(f)
+  if (n === undefined) {
+    checkJsFramer(f)
+    const { headroom, tailroom } = f
+    n = native(() => new binding.NativeFramer({ type: 'reserve', headroom, tailroom }))
+    jsFramerSlots.set(f, n)
+  }
+  return n
 }
 
 /** @internal checks a JS framer's declared sizes */

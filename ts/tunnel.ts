@@ -2,8 +2,8 @@
  * A two-way tunnel that runs entirely in native code.
  * @module
  */
-import { invalidArgument, native, nativeAsync } from './errors.js'
-import { isNativeFramer, type NativeFramer } from './framer.js'
+import { abortedError, invalidArgument, native, nativeAsync } from './errors.js'
+import { isNativeFramer, nativeFramerOf, type NativeFramer } from './framer.js'
 import { binding } from './native.js'
 import type { Tun, TunStats } from './tun.js'
 import type { Peer, UdpSocket, UdpStats } from './udp.js'
@@ -14,11 +14,26 @@ export interface TunnelOptions {
   tun: Tun
   /** The UDP socket the tunnel sends and receives on. */
   socket: UdpSocket
-  /** The other endpoint. Left out, the tunnel answers whoever last sent a datagram the framer accepted. */
+  /**
+   * The other endpoint, for framers that do not route by themselves. With a framer that authenticates
+   * nothing (plain, header), datagrams from any other address are dropped (`wrong-source`) unless
+   * `learnPeer` is set. Leave it out with a framer that routes (WireGuard).
+   */
   peer?: Peer
+  /**
+   * Send to whoever last sent a datagram the framer accepted (and start with no peer if none is given).
+   * With a plaintext framer anyone who can reach the socket can then redirect the tunnel: use an
+   * encrypting framer on networks you do not control. Default false.
+   */
+  learnPeer?: boolean
   /** A native framer (default plain). */
   framer?: NativeFramer
+  /** Aborts the start (the tunnel is stopped if it had started). */
+  signal?: AbortSignal
 }
+
+/** Drops by reason, such as `{ 'wrong-source': 3, 'bad-mac': 1 }`; reasons with no drop are left out. */
+export type DropReasons = Record<string, number>
 
 /** Counters of a running tunnel. */
 export interface TunnelStats {
@@ -34,8 +49,12 @@ export interface TunnelStats {
     segments: number
     /** Datagrams per UDP send system call. */
     segmentsPerSyscall: number
-    /** Frames that could not be segmented, or found no peer. */
+    /** Superpackets not sent: malformed, no peer or route, refused by the framer or the network. */
     drops: number
+    /** Superpackets the framer held until a handshake completes. */
+    held: number
+    /** Why superpackets were not sent. */
+    dropReasons: DropReasons
   }
   /** UDP → TUN. */
   inbound: {
@@ -47,41 +66,72 @@ export interface TunnelStats {
     packets: number
     /** Frames written (superpackets after coalescing). */
     frames: number
-    /** Datagrams the framer dropped. */
+    /** Datagrams dropped: by the framer, the source check or the TUN. */
     drops: number
+    /** Why datagrams were dropped (`wrong-source`, `mismatch`, `bad-mac`, `replay`, `invalid-packet` ...). */
+    dropReasons: DropReasons
   }
+  /** Control datagrams the framer sent (handshakes, cookie replies, keepalives). */
+  controlSent: number
 }
 
 /**
  * Runs both directions between a TUN and a UDP socket with no JS per packet: TUN superpackets are split
  * straight into framed GSO sends, and GRO batches are opened, coalesced and written to the TUN.
+ *
+ * A running tunnel keeps the process alive until it stops (or {@link Tunnel.unref}). If a direction
+ * fails, the whole tunnel stops, {@link Tunnel.closed} rejects with the error, and the process is no
+ * longer held open by it.
  */
 export class Tunnel implements AsyncDisposable {
   readonly #native: InstanceType<typeof binding.NativeTunnel>
   /** Keeps the process alive while the tunnel runs, as a listening server does. */
   #keepAlive: NodeJS.Timeout | undefined = setInterval(() => {}, 2 ** 31 - 1)
+  /**
+   * Settles when the tunnel stops: resolves after {@link Tunnel.stop}, rejects with the error that
+   * stopped it (a failed TUN read, a socket error). Handled by the tunnel itself, so an unobserved
+   * failure is no unhandled rejection; await it to learn of one.
+   */
+  readonly closed: Promise<void>
 
   private constructor(n: InstanceType<typeof binding.NativeTunnel>) {
     this.#native = n
+    this.closed = nativeAsync(n.closed()).finally(() => {
+      clearInterval(this.#keepAlive)
+      this.#keepAlive = undefined
+    })
+    this.closed.catch(() => {})
   }
 
   /** Starts the tunnel. */
   static async start(options: TunnelOptions): Promise<Tunnel> {
-    const framer = options.framer
+    const { framer, peer, signal } = options
+    if (signal?.aborted) throw abortedError(signal)
     if (framer !== undefined && !isNativeFramer(framer)) {
       throw invalidArgument('Tunnel takes a native framer; drive a JS framer with segmentWriter() and packetWriter()')
     }
+    const f = nativeFramerOf(framer)
     const n = native(
       () =>
-        new binding.NativeTunnel(
-          options.tun.native,
-          options.socket.native,
-          options.peer?.address,
-          options.peer?.port,
-          framer?.spec ?? { type: 'plain' },
-        ),
+        new binding.NativeTunnel(options.tun.native, options.socket.native, f, peer?.address, peer?.port, options.learnPeer ?? false),
     )
-    return new Tunnel(n)
+    const tunnel = new Tunnel(n)
+    if (signal?.aborted) {
+      await tunnel.stop()
+      throw abortedError(signal)
+    }
+    return tunnel
+  }
+
+  /** Whether the tunnel still runs. */
+  get running(): boolean {
+    return this.#native.running
+  }
+
+  /** The peer datagrams go to now (for framers that do not route), or `undefined` before one is known. */
+  get peer(): Peer | undefined {
+    const p = native(() => this.#native.peer())
+    return p == null ? undefined : { address: p[0], port: p[1] }
   }
 
   /** Current counters. */
@@ -89,7 +139,7 @@ export class Tunnel implements AsyncDisposable {
     return native(() => this.#native.stats())
   }
 
-  /** Stops both directions; the TUN and socket stay open. */
+  /** Stops both directions; the TUN and socket stay open. Rejects with the error that had stopped it, if any. */
   async stop(): Promise<void> {
     clearInterval(this.#keepAlive)
     this.#keepAlive = undefined

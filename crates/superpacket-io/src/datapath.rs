@@ -9,14 +9,15 @@
 //! Inbound: received datagrams are opened in place, and the packets they carry are coalesced into
 //! superpackets for the TUN write.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use superpacket_core::framer::Framer;
+use superpacket_core::framer::{Control, DropCounters, DropReason, Framer, Opened, Sealed, Slots};
 use superpacket_core::split::{self, Layout};
 
 use crate::error::{ErrorKind, IoError};
 
-/// A superpacket turned into framed datagrams back to back, ready for one GSO send.
+/// A superpacket turned into sealed datagrams back to back, ready for one GSO send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared<'a> {
     /// The datagrams: every one `segment_size` bytes but the last, which may be shorter.
@@ -25,19 +26,20 @@ pub struct Prepared<'a> {
     pub segment_size: usize,
     /// How many datagrams.
     pub segments: usize,
+    /// Where the framer says they go (or that they were held or dropped: then `bytes` is not to be sent).
+    pub sealed: Sealed,
 }
 
-/// Frames → framed, strided send buffers.
+/// Frames → sealed, strided send buffers.
 pub struct Outbound {
     framer: Arc<dyn Framer>,
-    counter: u64,
     buf: Vec<u8>,
 }
 
 impl Outbound {
-    /// A preparer that seals with `framer`; its per-segment counter starts at 0.
+    /// A preparer that seals with `framer`.
     pub fn new(framer: Arc<dyn Framer>) -> Self {
-        Outbound { framer, counter: 0, buf: Vec::new() }
+        Outbound { framer, buf: Vec::new() }
     }
 
     /// The framer in use.
@@ -50,14 +52,10 @@ impl Outbound {
         self.buf.get(range)
     }
 
-    /// The counter the next sealed segment gets.
-    pub fn counter(&self) -> u64 {
-        self.counter
-    }
-
-    /// Splits `frame` (virtio_net_hdr + IP packet) into the send buffer and seals every segment in place.
+    /// Splits `frame` (virtio_net_hdr + IP packet) straight into the slots of the send buffer and has the
+    /// framer seal them in place; datagrams the framer wants sent besides (a handshake) go to `control`.
     /// A malformed frame is an [`ErrorKind::InvalidPacket`] error and leaves nothing behind.
-    pub fn prepare(&mut self, frame: &[u8]) -> Result<Prepared<'_>, IoError> {
+    pub fn prepare(&mut self, frame: &[u8], control: &mut Control) -> Result<Prepared<'_>, IoError> {
         let layout = Layout { headroom: self.framer.headroom(), tailroom: self.framer.tailroom() };
         let plan = split::plan(frame)?;
         let need = plan.buffer_len(layout);
@@ -65,72 +63,87 @@ impl Outbound {
             self.buf.resize(need, 0);
         }
         split::split_into(frame, layout, &mut self.buf[..need])?;
-        let stride = plan.stride(layout);
-        let mut written = 0;
-        let mut segment_size = 0;
-        for i in 0..plan.count {
-            let last = i + 1 == plan.count;
-            let ip_len = if last { plan.last_ip_len } else { plan.seg_ip_len };
-            let start = i * stride;
-            let slot = &mut self.buf[start..start + layout.headroom + ip_len + layout.tailroom];
-            let sealed = self
-                .framer
-                .seal(slot, ip_len, self.counter)
-                .map_err(|e| IoError::new(ErrorKind::InvalidArgument, format!("framer refused to seal: {e:?}")))?;
-            self.counter = self.counter.wrapping_add(1);
-            if sealed > slot.len() || sealed == 0 {
-                return Err(framer_broke("returned a sealed length outside its slot"));
-            }
-            if i == 0 {
-                segment_size = sealed;
-            } else if (!last && sealed != segment_size) || sealed > segment_size {
-                return Err(framer_broke("sealed equal payloads to different lengths"));
-            }
-            // Sealing may use less than the tailroom: close the gap so the stride stays fixed.
-            if written != start {
-                self.buf.copy_within(start..start + sealed, written);
-            }
-            written += sealed;
-        }
-        Ok(Prepared { bytes: &self.buf[..written], segment_size, segments: plan.count })
+        let mut slots = Slots::new(
+            &mut self.buf[..need],
+            layout.headroom,
+            layout.tailroom,
+            plan.seg_ip_len,
+            plan.last_ip_len,
+            plan.count,
+        )
+        .ok_or_else(|| IoError::new(ErrorKind::InvalidPacket, "the superpacket does not lay out into slots"))?;
+        let sealed = self.framer.seal(&mut slots, control).map_err(|e| match e {
+            superpacket_core::framer::SealError::Exhausted => IoError::new(ErrorKind::Exhausted, e.to_string()),
+            superpacket_core::framer::SealError::BadLayout => IoError::new(ErrorKind::InvalidArgument, e.to_string()),
+        })?;
+        let segment_size = if plan.count > 1 { slots.stride() } else { need };
+        Ok(Prepared { bytes: &self.buf[..need], segment_size, segments: plan.count, sealed })
     }
 }
 
-fn framer_broke(what: &str) -> IoError {
-    IoError::new(ErrorKind::InvalidArgument, format!("the framer {what}; UDP_SEGMENT needs a fixed datagram size"))
+/// Which sources a transport accepts datagrams from, for framers that authenticate nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFilter {
+    /// Any source (the framer authenticates, or the transport learns its peer).
+    Any,
+    /// Only this address: anything else is dropped as [`DropReason::WrongSource`].
+    Only(SocketAddr),
 }
 
-/// What [`open_datagrams`] found.
+/// What [`open_batch`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Opened {
+pub struct OpenReport {
     /// Datagrams whose inner packet was kept.
     pub packets: usize,
-    /// Datagrams the framer dropped.
+    /// Control messages the framer consumed.
+    pub consumed: usize,
+    /// Datagrams dropped (counted by reason in the [`DropCounters`]).
     pub dropped: usize,
+    /// The source of the last datagram whose packet was kept.
+    pub last_source: Option<SocketAddr>,
 }
 
-/// Opens every datagram in place with `framer` and pushes the inner packets onto `packets`.
-pub fn open_datagrams<'a>(
+/// Opens every `(source, datagram)` in place, pushes the inner packets onto `packets` and the framer's
+/// replies onto `control`, and counts every drop under its reason. `scratch` must be at least as long as
+/// all datagrams together (each datagram gets its own part of it, so packets from all of them stay valid).
+/// A datagram that fails never costs another its delivery.
+pub fn open_batch<'a>(
     framer: &dyn Framer,
-    datagrams: impl Iterator<Item = &'a mut [u8]>,
+    filter: SourceFilter,
+    datagrams: impl Iterator<Item = (SocketAddr, &'a mut [u8])>,
+    mut scratch: &'a mut [u8],
     packets: &mut Vec<&'a [u8]>,
-) -> Opened {
-    let mut opened = Opened::default();
-    for dgram in datagrams {
-        let opened_range = framer.open(dgram);
-        let dgram: &'a [u8] = dgram;
-        match opened_range {
-            Ok(range) => match dgram.get(range) {
-                Some(inner) if !inner.is_empty() => {
-                    packets.push(inner);
-                    opened.packets += 1;
-                }
-                _ => opened.dropped += 1,
-            },
-            Err(_) => opened.dropped += 1,
+    control: &mut Control,
+    drops: &DropCounters,
+) -> OpenReport {
+    let mut report = OpenReport::default();
+    for (from, dgram) in datagrams {
+        let avail = std::mem::take(&mut scratch);
+        let (mine, rest) = avail.split_at_mut(dgram.len().min(avail.len()));
+        scratch = rest;
+        let outcome = match filter {
+            SourceFilter::Only(peer) if peer != from => Opened::Dropped(DropReason::WrongSource),
+            _ if mine.len() < dgram.len() => Opened::Dropped(DropReason::TooShort),
+            _ => framer.open(dgram, mine, from, control),
+        };
+        match outcome {
+            Opened::Data { packet, .. } if !packet.is_empty() => {
+                packets.push(packet);
+                report.packets += 1;
+                report.last_source = Some(from);
+            }
+            Opened::Data { .. } => {
+                drops.add(DropReason::TooShort, 1);
+                report.dropped += 1;
+            }
+            Opened::Consumed => report.consumed += 1,
+            Opened::Dropped(reason) => {
+                drops.add(reason, 1);
+                report.dropped += 1;
+            }
         }
     }
-    opened
+    report
 }
 
 #[cfg(test)]
@@ -168,18 +181,34 @@ mod tests {
         f
     }
 
+    fn from() -> SocketAddr {
+        "198.18.0.2:51820".parse().unwrap()
+    }
+
     #[test]
     fn header_framer_output_has_fixed_stride_and_opens_back() {
         let frame = uso_frame(3000, 1200);
-        let mut out = Outbound::new(Arc::new(HeaderFramer::new(b"ID").unwrap()));
-        let p = out.prepare(&frame).unwrap();
+        let framer = HeaderFramer::new(b"ID").unwrap();
+        let mut out = Outbound::new(Arc::new(framer.clone()));
+        let p = out.prepare(&frame, &mut Control::new()).unwrap();
         assert_eq!((p.segments, p.segment_size, p.bytes.len()), (3, 2 + 28 + 1200, 2 * 1230 + 2 + 28 + 600));
+        assert_eq!(p.sealed, Sealed::ToPeer);
         let mut bytes = p.bytes.to_vec();
         let (a, rest) = bytes.split_at_mut(1230);
         let (b, c) = rest.split_at_mut(1230);
         let mut packets = Vec::new();
-        let opened = open_datagrams(&HeaderFramer::new(b"ID").unwrap(), [a, b, c].into_iter(), &mut packets);
-        assert_eq!(opened, Opened { packets: 3, dropped: 0 });
+        let mut scratch = vec![0u8; 4000];
+        let drops = DropCounters::default();
+        let report = open_batch(
+            &framer,
+            SourceFilter::Any,
+            [(from(), a), (from(), b), (from(), c)].into_iter(),
+            &mut scratch,
+            &mut packets,
+            &mut Control::new(),
+            &drops,
+        );
+        assert_eq!((report.packets, report.dropped, report.last_source), (3, 0, Some(from())));
         assert_eq!(packets.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![1228, 1228, 628]);
         // The last segment's payload is the tail of the original payload.
         assert_eq!(packets[2][28], (2400 % 256) as u8);
@@ -188,24 +217,41 @@ mod tests {
     #[test]
     fn malformed_frames_are_coded_errors() {
         let mut out = Outbound::new(Arc::new(PlainFramer));
-        let err = out.prepare(&[0u8; 5]).unwrap_err();
+        let err = out.prepare(&[0u8; 5], &mut Control::new()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidPacket);
         let mut frame = uso_frame(100, 0);
-        let err = out.prepare(&frame).unwrap_err();
+        let err = out.prepare(&frame, &mut Control::new()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidPacket);
         frame.truncate(50);
-        assert!(out.prepare(&frame).is_err());
+        assert!(out.prepare(&frame, &mut Control::new()).is_err());
     }
 
     #[test]
-    fn foreign_datagrams_are_dropped_not_delivered() {
+    fn foreign_datagrams_are_dropped_by_reason_and_cost_no_good_one() {
         let mut a = *b"IDpacket";
         let mut b = *b"XXpacket";
         let mut c = *b"ID";
+        let mut d = *b"IDsecond";
+        let mut e = *b"IDstranger";
+        let stranger: SocketAddr = "198.18.9.9:1".parse().unwrap();
         let mut packets = Vec::new();
+        let mut scratch = vec![0u8; 64];
+        let drops = DropCounters::default();
         let f = HeaderFramer::new(b"ID").unwrap();
-        let opened = open_datagrams(&f, [&mut a[..], &mut b[..], &mut c[..]].into_iter(), &mut packets);
-        assert_eq!(opened, Opened { packets: 1, dropped: 2 });
-        assert_eq!(packets, vec![&b"packet"[..]]);
+        let batch = [(from(), &mut a[..]), (from(), &mut b[..]), (from(), &mut c[..]), (from(), &mut d[..]), (stranger, &mut e[..])];
+        let report = open_batch(
+            &f,
+            SourceFilter::Only(from()),
+            batch.into_iter(),
+            &mut scratch,
+            &mut packets,
+            &mut Control::new(),
+            &drops,
+        );
+        assert_eq!((report.packets, report.dropped), (2, 3));
+        assert_eq!(packets, vec![&b"packet"[..], &b"second"[..]]);
+        assert_eq!(drops.get(DropReason::Mismatch), 1);
+        assert_eq!(drops.get(DropReason::TooShort), 1);
+        assert_eq!(drops.get(DropReason::WrongSource), 1);
     }
 }

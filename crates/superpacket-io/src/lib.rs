@@ -5,6 +5,7 @@
 
 pub mod datapath;
 pub mod error;
+pub mod fault;
 #[cfg(unix)]
 mod readiness;
 pub mod tun;

@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod error;
+mod fault;
 mod framer;
 mod packet;
 mod tun;

@@ -271,12 +271,13 @@ impl NativeTun {
         Ok(())
     }
 
-    /// Coalesces IP packets and writes them.
+    /// Coalesces IP packets and writes them. Returns how many packets were dropped (not IPv4/IPv6, or
+    /// refused by the kernel); the rest were written.
     #[napi]
-    pub async fn write_packets(&self, queue: u32, packets: Vec<Uint8Array>) -> Result<()> {
+    pub async fn write_packets(&self, queue: u32, packets: Vec<Uint8Array>) -> Result<u32> {
         let q = self.queue(queue)?;
         let mut scratch = self.scratch.lock().await;
-        q.write_packets(&packets, &mut scratch).await.map_err(io_error)
+        Ok(q.write_packets(&packets, &mut scratch).await.map_err(io_error)?.dropped() as u32)
     }
 
     /// Counters of all queues.
@@ -333,7 +334,8 @@ impl NativePacketWriter {
         let opened = open_datagrams(&*self.framer, datagrams.into_iter(), &mut packets);
         if !packets.is_empty() {
             let mut scratch = self.scratch.lock().await;
-            self.queue.write_packets(&packets, &mut scratch).await.map_err(io_error)?;
+            let written = self.queue.write_packets(&packets, &mut scratch).await.map_err(io_error)?;
+            return Ok((opened.dropped + written.dropped()) as u32);
         }
         Ok(opened.dropped as u32)
     }

@@ -42,7 +42,7 @@ pub(super) fn open(opts: &TunOptions) -> Result<Opened, IoError> {
     let dev = opts
         .configure(DeviceBuilder::new())
         .build_async()
-        .map_err(|e| IoError::from_os("opening the TUN device (tun-rs)", &e))?;
+        .map_err(|e| IoError::from_admin_os("opening the TUN device (tun-rs)", &e))?;
     let name = dev.name().map_err(|e| IoError::from_os("reading the interface name", &e))?;
     let mtu = dev.mtu().map_err(|e| IoError::from_os("reading the MTU", &e))?;
     Ok(Opened { name, mtu, offloads: Offloads::default(), gso_writes: false, queues: vec![RawQueue { dev }] })

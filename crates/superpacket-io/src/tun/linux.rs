@@ -17,6 +17,7 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 
 use super::{OffloadMode, Offloads, Opened, TunOptions};
 use crate::error::{ErrorKind, IoError};
+use crate::fault::{self, Syscall};
 
 const TCP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 const UDP_OFFLOADS: libc::c_uint = libc::TUN_F_USO4 | libc::TUN_F_USO6;
@@ -48,14 +49,14 @@ pub(super) fn open(opts: &TunOptions) -> Result<Opened, IoError> {
         Err(e) if opts.offload == OffloadMode::Auto && e.raw_os_error() == Some(libc::EINVAL) => build(opts, false),
         other => other,
     }
-    .map_err(|e| open_error(&e))?;
+    .map_err(|e| open_error(&e, opts.offload))?;
     let vnet_hdr = first.tcp_gso();
     let name = first.name().map_err(|e| IoError::from_os("ioctl(SIOCGIFNAME)", &e))?;
     let mtu = first.mtu().map_err(|e| IoError::from_os("ioctl(SIOCGIFMTU)", &e))?;
 
     let mut devices = Vec::with_capacity(opts.queues);
     for _ in 1..opts.queues {
-        devices.push(first.try_clone().map_err(|e| IoError::from_os("ioctl(TUNSETIFF) for another queue", &e))?);
+        devices.push(first.try_clone().map_err(|e| IoError::from_admin_os("ioctl(TUNSETIFF) for another queue", &e))?);
     }
     devices.insert(0, first);
     let fds: Vec<OwnedFd> = devices
@@ -76,11 +77,19 @@ fn build(opts: &TunOptions, offload: bool) -> io::Result<SyncDevice> {
     opts.configure(DeviceBuilder::new().offload(offload).multi_queue(opts.queues > 1)).build_sync()
 }
 
-fn open_error(e: &io::Error) -> IoError {
+/// The error of a failed open. With [`OffloadMode::On`], EINVAL is the kernel refusing IFF_VNET_HDR or
+/// the TCP offloads that mode requires, so it is [`ErrorKind::Unsupported`], as when `set_offloads`
+/// refuses; EPERM/EACCES get the CAP_NET_ADMIN advice.
+fn open_error(e: &io::Error, mode: OffloadMode) -> IoError {
     if e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none() {
         return IoError::new(ErrorKind::InvalidArgument, format!("opening the TUN device: {e}"));
     }
-    IoError::from_os("opening /dev/net/tun (TUNSETIFF, TUNSETOFFLOAD or address setup)", e)
+    let err = IoError::from_admin_os("opening /dev/net/tun (TUNSETIFF, TUNSETOFFLOAD or address setup)", e);
+    if mode == OffloadMode::On && err.errno == Some(libc::EINVAL) {
+        let message = format!("offload 'on': the kernel refused IFF_VNET_HDR or TSO ({})", err.message);
+        return IoError { kind: ErrorKind::Unsupported, message, ..err };
+    }
+    err
 }
 
 /// Sets the device-wide offload mask and reports what the kernel took. USO (Linux 6.2+) is asked for
@@ -113,7 +122,7 @@ fn tunsetoffload(fd: RawFd, mask: libc::c_uint) -> Result<(), IoError> {
     // SAFETY: TUNSETOFFLOAD takes its argument by value; fd is an open TUN descriptor.
     let rc = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(mask)) };
     if rc < 0 {
-        return Err(IoError::from_os("ioctl(TUNSETOFFLOAD)", &io::Error::last_os_error()));
+        return Err(IoError::from_admin_os("ioctl(TUNSETOFFLOAD)", &io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -198,6 +207,9 @@ fn register(fd: OwnedFd) -> Result<RawQueue, IoError> {
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    if let Some(e) = fault::take(Syscall::TunRead) {
+        return Err(e);
+    }
     loop {
         // SAFETY: buf is valid for writes of buf.len() bytes for the duration of the call.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -213,6 +225,9 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 fn writev_fd(fd: RawFd, parts: &[IoSlice<'_>]) -> io::Result<usize> {
     let count = libc::c_int::try_from(parts.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if let Some(e) = fault::take(Syscall::TunWrite) {
+        return Err(e);
+    }
     loop {
         // SAFETY: IoSlice is ABI-compatible with struct iovec on Unix, and every slice outlives the call.
         let n = unsafe { libc::writev(fd, parts.as_ptr().cast(), count) };
@@ -223,5 +238,19 @@ fn writev_fd(fd: RawFd, parts: &[IoSlice<'_>]) -> io::Result<usize> {
                 e => return Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offload_on_refused_by_the_kernel_is_unsupported_not_os() {
+        let einval = io::Error::from_raw_os_error(libc::EINVAL);
+        assert_eq!(open_error(&einval, OffloadMode::On).kind, ErrorKind::Unsupported);
+        assert_eq!(open_error(&einval, OffloadMode::Auto).kind, ErrorKind::Os);
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(open_error(&eperm, OffloadMode::On).kind, ErrorKind::Permission);
     }
 }

@@ -22,21 +22,31 @@ use linux as sys;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use superpacket_core::coalesce::{CoalesceOptions, Coalescer, Frames};
-use superpacket_core::packet::MAX_IP_PACKET;
+use superpacket_core::packet::{self, MAX_IP_PACKET};
 use superpacket_core::{split, GsoKind, VirtioNetHdr, VNET_HDR_LEN};
 use tokio::sync::watch;
 
-use crate::error::{ErrorKind, IoError};
+use crate::error::{is_out_of_buffers, ErrorKind, IoError, OUT_OF_BUFFERS_BACKOFF, OUT_OF_BUFFERS_RETRIES};
 
 /// Smallest buffer [`TunQueue::read_frame`] accepts: a header and the largest IP packet.
 pub const MIN_READ_BUF: usize = VNET_HDR_LEN + MAX_IP_PACKET;
 
 /// The header put before packets that need nothing from the kernel (GSO_NONE, checksum complete).
 const PLAIN_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+
+/// GSO frames the kernel must refuse in a row (each time taking the frame's packets one by one) before
+/// coalescing is switched off. One refusal may be that frame's doing (it is built from packets a peer
+/// chose); several in a row while the same packets go through unsegmented are the kernel's policy.
+pub const GSO_REFUSALS_BEFORE_OFF: u32 = 3;
+/// Frames written with coalescing off before GSO writes are tried again. Counted in frames, not time, so
+/// an idle device needs no timer and the policy is deterministic. A kernel that keeps refusing costs one
+/// refused write and a split per this many frames (under 0.1 % more system calls); a passing refusal
+/// costs coalescing for about a millisecond of traffic at line rate.
+pub const GSO_PROBE_AFTER_FRAMES: u64 = 1024;
 
 /// Whether to ask the kernel for segmentation offloads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,11 +168,21 @@ stats! {
     tx_bytes,
     /// Write system calls.
     tx_syscalls,
-    /// GSO frames split in userspace and written packet by packet because the kernel refuses GSO writes
-    /// (the first EINVAL switches them off; later GSO frames go straight to the split).
+    /// GSO frames split in userspace and written packet by packet (the kernel refused the frame, or GSO
+    /// writes were off).
     tx_fallbacks,
-    /// Frames not written because they were malformed or the write failed.
+    /// GSO frames the kernel refused whose packets then went through one by one.
+    tx_gso_refusals,
+    /// Times coalescing was switched off after [`GSO_REFUSALS_BEFORE_OFF`] refusals in a row.
+    tx_gso_disabled,
+    /// Times GSO writes were tried again after [`GSO_PROBE_AFTER_FRAMES`] frames.
+    tx_gso_reenabled,
+    /// Packets not written, for any reason (the sum of the `tx_drops_*` counters).
     tx_drops,
+    /// Packets dropped before writing: not a well-formed IPv4/IPv6 packet, or a frame that does not parse.
+    tx_drops_invalid,
+    /// Packets the kernel refused (EINVAL, EMSGSIZE, or out of buffers after retries).
+    tx_drops_refused,
 }
 
 fn bump(counter: &AtomicU64, by: usize) {
@@ -172,14 +192,62 @@ fn bump(counter: &AtomicU64, by: usize) {
 /// State the queues of one device share.
 struct DeviceState {
     offloads: Offloads,
-    /// Whether GSO frames may be written as they are: cleared when the kernel refuses one (at the start-up
-    /// probe or later), after which frames are split in userspace and nothing is coalesced.
+    /// Whether the kernel took GSO frames at the start-up probe. If not, GSO writes stay off for good.
+    gso_capable: bool,
+    /// Whether GSO frames may be written as they are. While off, GSO frames are split in userspace and
+    /// nothing is coalesced.
     gso_writes: AtomicBool,
+    /// GSO frames refused in a row (see [`GSO_REFUSALS_BEFORE_OFF`]).
+    gso_refusals_in_row: AtomicU32,
+    /// Frames left to write with GSO writes off before they are tried again.
+    frames_until_probe: AtomicU64,
 }
 
 impl DeviceState {
+    fn new(offloads: Offloads, gso_capable: bool) -> DeviceState {
+        DeviceState {
+            offloads,
+            gso_capable,
+            gso_writes: AtomicBool::new(gso_capable),
+            gso_refusals_in_row: AtomicU32::new(0),
+            frames_until_probe: AtomicU64::new(0),
+        }
+    }
+
     fn gso_writes(&self) -> bool {
         self.gso_writes.load(Ordering::Relaxed)
+    }
+
+    /// The kernel took a GSO frame.
+    fn gso_accepted(&self) {
+        if self.gso_refusals_in_row.load(Ordering::Relaxed) != 0 {
+            self.gso_refusals_in_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The kernel refused a GSO frame whose packets it then took one by one. Returns true if this switched
+    /// GSO writes off.
+    fn gso_refused(&self) -> bool {
+        let in_row = self.gso_refusals_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_row < GSO_REFUSALS_BEFORE_OFF || !self.gso_writes.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        self.frames_until_probe.store(GSO_PROBE_AFTER_FRAMES, Ordering::Relaxed);
+        true
+    }
+
+    /// A frame was written. Returns true if this turned GSO writes back on for a probe: the next GSO frame
+    /// is tried, and one more refusal switches them off again.
+    fn frame_written(&self) -> bool {
+        if !self.gso_capable || self.gso_writes() {
+            return false;
+        }
+        let left = self.frames_until_probe.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if left != Ok(1) {
+            return false;
+        }
+        self.gso_refusals_in_row.store(GSO_REFUSALS_BEFORE_OFF - 1, Ordering::Relaxed);
+        !self.gso_writes.swap(true, Ordering::Relaxed)
     }
 
     /// What [`TunQueue::write_packets`] may merge now.
@@ -210,8 +278,7 @@ impl Tun {
             return Err(IoError::new(ErrorKind::InvalidArgument, "Tun::open must be called inside a tokio runtime"));
         }
         let opened = sys::open(opts)?;
-        let device =
-            Arc::new(DeviceState { offloads: opened.offloads, gso_writes: AtomicBool::new(opened.gso_writes) });
+        let device = Arc::new(DeviceState::new(opened.offloads, opened.gso_writes));
         let queues = opened.queues.into_iter().map(|raw| Arc::new(TunQueue::new(raw, device.clone()))).collect();
         Ok(Tun { name: opened.name, mtu: opened.mtu, device, queues })
     }
@@ -231,7 +298,8 @@ impl Tun {
         self.device.offloads
     }
 
-    /// Whether GSO frames are still written as they are (false once the kernel refused one; see
+    /// Whether GSO frames are written as they are and packets coalesced now (false when the start-up probe
+    /// saw GSO writes refused, and for a while after [`GSO_REFUSALS_BEFORE_OFF`] refusals in a row; see
     /// [`TunQueue::write_frame`]).
     pub fn coalescing_enabled(&self) -> bool {
         self.device.gso_writes()
@@ -370,41 +438,51 @@ impl TunQueue {
 
     /// Writes one frame (`virtio_net_hdr` + IP packet).
     ///
-    /// With IFF_VNET_HDR the frame goes to the kernel as it is. If the kernel refuses a GSO frame
-    /// (EINVAL), the frame is split in userspace and its packets written one by one, and GSO writes and
-    /// coalescing are switched off for the whole device ([`Tun::coalescing_enabled`] turns false,
-    /// `tx_fallbacks` counts it): nothing is lost. Without IFF_VNET_HDR a GSO frame, or one whose checksum
-    /// is still partial, is split; any other frame is written without its header.
+    /// With IFF_VNET_HDR the frame goes to the kernel as it is. If the kernel refuses a GSO frame, that
+    /// frame is split in userspace and its packets written one by one (`tx_fallbacks`): nothing is lost.
+    /// Coalescing is switched off only after [`GSO_REFUSALS_BEFORE_OFF`] such refusals in a row, and tried
+    /// again after [`GSO_PROBE_AFTER_FRAMES`] frames. Without IFF_VNET_HDR a GSO frame, or one whose
+    /// checksum is still partial, is split; any other frame is written without its header.
     ///
-    /// A malformed frame fails with [`ErrorKind::InvalidPacket`] and counts in `tx_drops`.
+    /// A malformed frame fails with [`ErrorKind::InvalidPacket`]; so does a frame the kernel refuses
+    /// (EINVAL, with the errno kept). Both count in the drop counters.
     pub async fn write_frame(&self, frame: &[u8]) -> Result<(), IoError> {
         let io = self.io()?;
-        self.until_closed(self.write_frame_on(&io, frame)).await
+        let mut report = WriteReport::default();
+        match self.until_closed(self.write_frame_on(&io, frame, &mut report)).await? {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
-    /// Coalesces IP packets into as few frames as the device allows and writes them. TCP is merged only
-    /// if the kernel granted TSO, UDP only if it granted USO, and neither after a refused GSO write.
-    /// Without IFF_VNET_HDR every packet is written as it is. Each flow keeps its order.
+    /// Checks and coalesces IP packets into as few frames as the device allows, and writes every frame.
+    ///
+    /// A packet that is not a well-formed IPv4/IPv6 packet (version, header length, total or payload
+    /// length within the bytes) is dropped before coalescing; bytes after the length its header declares
+    /// (padding) are cut off, as the kernel would. A frame the kernel refuses is skipped and counted, and
+    /// the rest of the batch is written. TCP is merged only if the kernel granted TSO, UDP only if it
+    /// granted USO, and neither while GSO writes are off. Without IFF_VNET_HDR every packet is written as
+    /// it is. Each flow keeps its order.
+    ///
+    /// Fails only when the queue is closed or broken (EBADFD, EIO from a device that is down ...); the
+    /// report says what became of every packet otherwise.
     pub async fn write_packets<P: AsRef<[u8]>>(
         &self,
         packets: &[P],
         scratch: &mut WriteScratch,
-    ) -> Result<(), IoError> {
+    ) -> Result<WriteReport, IoError> {
         let io = self.io()?;
-        self.until_closed(async {
-            if !self.device.offloads.vnet_hdr {
-                for p in packets {
-                    self.write_counted(&io, p.as_ref(), &[IoSlice::new(p.as_ref())], 1).await?;
-                }
-                return Ok(());
-            }
-            scratch.coalesce(self.device.coalesce_options(), packets);
-            for frame in scratch.frames.iter() {
-                self.write_frame_on(&io, frame).await?;
-            }
-            Ok(())
-        })
-        .await
+        let mut report = WriteReport::default();
+        let exact = packets.iter().all(|p| declared_ip_len(p.as_ref()) == Some(p.as_ref().len()));
+        if exact {
+            self.until_closed(self.write_checked(&io, packets, scratch, &mut report)).await?;
+        } else {
+            let checked: Vec<&[u8]> =
+                packets.iter().filter_map(|p| declared_ip_len(p.as_ref()).map(|n| &p.as_ref()[..n])).collect();
+            self.invalid(&mut report, packets.len() - checked.len());
+            self.until_closed(self.write_checked(&io, &checked, scratch, &mut report)).await?;
+        }
+        Ok(report)
     }
 
     /// Closes the queue: pending and later operations end with [`ErrorKind::Closed`], and the file
@@ -439,69 +517,217 @@ impl TunQueue {
         }
     }
 
-    async fn write_frame_on(&self, io: &sys::RawQueue, frame: &[u8]) -> Result<(), IoError> {
-        let result = self.write_frame_inner(io, frame).await;
-        if result.is_err() {
-            bump(&self.counters.tx_drops, 1);
-        }
-        result
-    }
-
-    async fn write_frame_inner(&self, io: &sys::RawQueue, frame: &[u8]) -> Result<(), IoError> {
-        let hdr = VirtioNetHdr::decode(frame)?;
-        let packet = &frame[VNET_HDR_LEN..];
-        let gso = hdr.kind()? != GsoKind::None;
-        if self.device.offloads.vnet_hdr {
-            if !gso || self.device.gso_writes() {
-                match self.write_counted(io, packet, &[IoSlice::new(frame)], segment_count(frame)).await {
-                    Err(e) if gso && e.errno == Some(libc::EINVAL) => {}
-                    other => return other,
-                }
-            }
-            // Split before giving up on GSO: a frame that does not split was malformed, not refused.
-            let packets = split::split_to_vec(frame)?;
-            self.device.gso_writes.store(false, Ordering::Relaxed);
-            bump(&self.counters.tx_fallbacks, 1);
-            for p in &packets {
-                self.write_counted(io, p, &[IoSlice::new(&PLAIN_HDR), IoSlice::new(p)], 1).await?;
+    /// Writes packets that passed [`declared_ip_len`], coalesced where the device allows.
+    async fn write_checked<P: AsRef<[u8]>>(
+        &self,
+        io: &sys::RawQueue,
+        packets: &[P],
+        scratch: &mut WriteScratch,
+        report: &mut WriteReport,
+    ) -> Result<(), IoError> {
+        if !self.device.offloads.vnet_hdr {
+            for p in packets {
+                let p = p.as_ref();
+                self.write_counted(io, p, &[IoSlice::new(p)], 1, report).await?;
             }
             return Ok(());
         }
-        if !gso && !hdr.needs_csum() {
-            return self.write_counted(io, packet, &[IoSlice::new(packet)], 1).await;
-        }
-        for p in &split::split_to_vec(frame)? {
-            self.write_counted(io, p, &[IoSlice::new(p)], 1).await?;
+        scratch.coalesce(self.device.coalesce_options(), packets);
+        for frame in scratch.frames.iter() {
+            match self.write_frame_on(io, frame, report).await {
+                Ok(_) => {}
+                // Packets the coalescer passed through but that do not split: drop them, write the rest.
+                Err(e) if e.kind == ErrorKind::InvalidPacket => self.invalid(report, segment_count(frame)),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
-    /// One write system call of `parts`, which carry the IP packet `packet` standing for `segments`
-    /// packets. EINVAL on a frame is reported as [`ErrorKind::InvalidPacket`] (with the errno kept).
+    /// Writes one frame, counting what was written and refused in `report`. Returns the kernel's refusal
+    /// if any packet of the frame was refused; fails if the frame is malformed (counted as invalid) or
+    /// the queue is broken.
+    async fn write_frame_on(
+        &self,
+        io: &sys::RawQueue,
+        frame: &[u8],
+        report: &mut WriteReport,
+    ) -> Result<Option<IoError>, IoError> {
+        let result = self.write_frame_inner(io, frame, report).await;
+        if matches!(&result, Err(e) if e.kind == ErrorKind::InvalidPacket) {
+            self.invalid(report, 1);
+        }
+        result
+    }
+
+    async fn write_frame_inner(
+        &self,
+        io: &sys::RawQueue,
+        frame: &[u8],
+        report: &mut WriteReport,
+    ) -> Result<Option<IoError>, IoError> {
+        let hdr = VirtioNetHdr::decode(frame)?;
+        let packet = &frame[VNET_HDR_LEN..];
+        let gso = hdr.kind()? != GsoKind::None;
+        if !self.device.offloads.vnet_hdr {
+            if !gso && !hdr.needs_csum() {
+                return self.write_counted(io, packet, &[IoSlice::new(packet)], 1, report).await;
+            }
+            return self.write_each(io, &split::split_to_vec(frame)?, &[], report).await;
+        }
+        if !gso {
+            return self.write_counted(io, packet, &[IoSlice::new(frame)], 1, report).await;
+        }
+        let tried_gso = self.device.gso_writes();
+        if tried_gso {
+            match self.write_syscall(io, &[IoSlice::new(frame)]).await {
+                Ok(()) => {
+                    self.device.gso_accepted();
+                    self.written(packet.len(), segment_count(frame), report);
+                    return Ok(None);
+                }
+                // Refused: the frame's packets go one by one below.
+                Err(e) if refuses_frame(&e) => {}
+                Err(e) => return Err(IoError::from_os("write", &e)),
+            }
+        }
+        // Split before blaming GSO: a frame that does not split was malformed, not refused.
+        let packets = split::split_to_vec(frame)?;
+        bump(&self.counters.tx_fallbacks, 1);
+        let written_before = report.written_packets;
+        let refusal = self.write_each(io, &packets, &PLAIN_HDR, report).await?;
+        if tried_gso && report.written_packets > written_before {
+            bump(&self.counters.tx_gso_refusals, 1);
+            if self.device.gso_refused() {
+                bump(&self.counters.tx_gso_disabled, 1);
+            }
+        }
+        Ok(refusal)
+    }
+
+    /// Writes `packets` one system call each, after `header` (empty for none). Returns the last refusal,
+    /// if any packet was refused.
+    async fn write_each(
+        &self,
+        io: &sys::RawQueue,
+        packets: &[Vec<u8>],
+        header: &[u8],
+        report: &mut WriteReport,
+    ) -> Result<Option<IoError>, IoError> {
+        let mut last = None;
+        for p in packets {
+            let refusal = if header.is_empty() {
+                self.write_counted(io, p, &[IoSlice::new(p)], 1, report).await?
+            } else {
+                self.write_counted(io, p, &[IoSlice::new(header), IoSlice::new(p)], 1, report).await?
+            };
+            last = refusal.or(last);
+        }
+        Ok(last)
+    }
+
+    /// One write of `parts`, which carry the IP packet `packet` standing for `segments` packets, counted.
+    /// A refusal of the frame ([`refuses_frame`]) is counted and returned as `Ok(Some(..))` with
+    /// [`ErrorKind::InvalidPacket`] (the errno kept); any other error means the queue itself failed.
     async fn write_counted(
         &self,
         io: &sys::RawQueue,
         packet: &[u8],
         parts: &[IoSlice<'_>],
         segments: usize,
-    ) -> Result<(), IoError> {
-        let c = &self.counters;
-        bump(&c.tx_syscalls, 1);
-        match io.write(parts).await {
-            Ok(_) => {
-                bump(&c.tx_frames, 1);
-                bump(&c.tx_packets, segments);
-                bump(&c.tx_bytes, packet.len());
-                Ok(())
+        report: &mut WriteReport,
+    ) -> Result<Option<IoError>, IoError> {
+        match self.write_syscall(io, parts).await {
+            Ok(()) => {
+                self.written(packet.len(), segments, report);
+                Ok(None)
             }
-            Err(e) => {
-                let mut err = IoError::from_os("write", &e);
-                if err.errno == Some(libc::EINVAL) {
-                    err.kind = ErrorKind::InvalidPacket;
+            Err(e) if refuses_frame(&e) => {
+                report.dropped_refused += segments;
+                bump(&self.counters.tx_drops_refused, segments);
+                bump(&self.counters.tx_drops, segments);
+                Ok(Some(IoError { kind: ErrorKind::InvalidPacket, ..IoError::from_os("write", &e) }))
+            }
+            Err(e) => Err(IoError::from_os("write", &e)),
+        }
+    }
+
+    /// One write system call of `parts`; out-of-buffer errors are retried a few times after a pause.
+    async fn write_syscall(&self, io: &sys::RawQueue, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let mut retries = 0;
+        loop {
+            bump(&self.counters.tx_syscalls, 1);
+            match io.write(parts).await {
+                Err(e) if is_out_of_buffers(&e) && retries < OUT_OF_BUFFERS_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(OUT_OF_BUFFERS_BACKOFF).await;
                 }
-                Err(err)
+                r => return r.map(drop),
             }
         }
+    }
+
+    /// Counts a frame written that carried `bytes` IP bytes standing for `segments` packets.
+    fn written(&self, bytes: usize, segments: usize, report: &mut WriteReport) {
+        let c = &self.counters;
+        bump(&c.tx_frames, 1);
+        bump(&c.tx_packets, segments);
+        bump(&c.tx_bytes, bytes);
+        report.written_packets += segments;
+        if self.device.frame_written() {
+            bump(&c.tx_gso_reenabled, 1);
+        }
+    }
+
+    /// Counts `n` packets dropped as invalid.
+    fn invalid(&self, report: &mut WriteReport, n: usize) {
+        report.dropped_invalid += n;
+        bump(&self.counters.tx_drops_invalid, n);
+        bump(&self.counters.tx_drops, n);
+    }
+}
+
+/// What [`TunQueue::write_packets`] did with a batch: every packet is in exactly one of the counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// IP packets written (a GSO frame counts the packets it stands for).
+    pub written_packets: usize,
+    /// Packets dropped before writing: not a well-formed IPv4/IPv6 packet.
+    pub dropped_invalid: usize,
+    /// Packets the kernel refused (skipped; the rest of the batch went on).
+    pub dropped_refused: usize,
+}
+
+impl WriteReport {
+    /// Packets not written, for any reason.
+    pub fn dropped(&self) -> usize {
+        self.dropped_invalid + self.dropped_refused
+    }
+}
+
+/// Whether a failed TUN write refused this frame only, so the queue can go on with the next one: EINVAL
+/// (not an IP packet, a GSO frame the kernel will not take), EMSGSIZE (over the device's limits), and
+/// out of buffers after the retries. EBADFD, EIO (device down) and the rest mean the queue failed.
+fn refuses_frame(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::EMSGSIZE)) || is_out_of_buffers(err)
+}
+
+/// The length the IP header of `p` declares, if `p` is a well-formed IPv4 or IPv6 packet that holds it:
+/// version 4 or 6, a whole header, an IPv4 header length of at least 20 within the total length, and a
+/// total (IPv4) or payload (IPv6) length within the bytes. IPv6 extension headers, fragments and options
+/// are left to the kernel, which drops what it does not like after the write without refusing it.
+fn declared_ip_len(p: &[u8]) -> Option<usize> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => {
+            let header = usize::from(p[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            (header >= 20 && header <= total && total <= p.len()).then_some(total)
+        }
+        6 if p.len() >= packet::IPV6_HDR_LEN => {
+            let total = packet::IPV6_HDR_LEN + usize::from(u16::from_be_bytes([p[4], p[5]]));
+            (total <= p.len()).then_some(total)
+        }
+        _ => None,
     }
 }
 

@@ -43,7 +43,7 @@ pub(super) fn set_udp_checksums(_socket: &Socket, _on: bool) -> Result<(), IoErr
     Err(IoError::new(ErrorKind::Unsupported, "turning UDP checksums off needs Linux"))
 }
 
-pub(super) fn gso_refusal(_err: &io::Error) -> Option<GsoRefusal> {
+pub(super) fn gso_refusal(_err: &io::Error, _dest: std::net::SocketAddr, _segment_size: usize) -> Option<GsoRefusal> {
     None
 }
 

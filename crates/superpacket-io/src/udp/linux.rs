@@ -10,9 +10,11 @@ use std::ptr;
 
 use libc::{c_int, c_uint, c_void, socklen_t};
 use socket2::{SockAddr, Socket};
+use superpacket_core::packet;
 
 use super::{sender, GsoRefusal, RecvBatch, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
 use crate::error::IoError;
+use crate::fault::{self, Syscall};
 
 /// Name of the send calls in errors.
 pub(super) const SEND_SYSCALL: &str = "sendmsg/sendmmsg";
@@ -88,21 +90,57 @@ fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Res
     }
 }
 
-/// Classifies a failed GSO send: EIO (egress device without checksum offload on kernels before 6.11,
-/// IPsec on the route) and EINVAL (segmentation refused, UDP checksums off) concern the socket; EMSGSIZE
-/// (segment above the path MTU; measured on 6.18, where plain sends of the same size are fragmented)
-/// concerns the train.
-pub(super) fn gso_refusal(err: &io::Error) -> Option<GsoRefusal> {
+/// Classifies a failed GSO send of `segment_size`-byte datagrams to `dest`: EIO (egress device without
+/// checksum offload on kernels before 6.11, IPsec on the route) concerns the socket; EMSGSIZE (segment
+/// above the path MTU; measured on 6.18, where plain sends of the same size are fragmented) concerns the
+/// train. EINVAL is either: UDP checksums off or segmentation refused (the socket), or, on some kernels,
+/// a segment above the path MTU (the train). The path MTU tells them apart; when it cannot be learned
+/// the train is blamed, which costs one refused send per train rather than GSO for good.
+pub(super) fn gso_refusal(err: &io::Error, dest: SocketAddr, segment_size: usize) -> Option<GsoRefusal> {
     match err.raw_os_error()? {
-        libc::EIO | libc::EINVAL => Some(GsoRefusal::Socket),
+        libc::EIO => Some(GsoRefusal::Socket),
         libc::EMSGSIZE => Some(GsoRefusal::Train),
+        libc::EINVAL => match path_mtu(dest) {
+            Some(mtu) if segment_size + udp_overhead(dest) <= mtu => Some(GsoRefusal::Socket),
+            _ => Some(GsoRefusal::Train),
+        },
         _ => None,
     }
+}
+
+/// IP and UDP header bytes before a datagram's payload (no IP options or extension headers).
+fn udp_overhead(dest: SocketAddr) -> usize {
+    let ip = if dest.is_ipv4() { IPV4_MIN_HDR_LEN } else { packet::IPV6_HDR_LEN };
+    ip + packet::UDP_HDR_LEN
+}
+
+/// An IPv4 header without options.
+const IPV4_MIN_HDR_LEN: usize = 20;
+
+/// The path MTU the kernel knows towards `dest` (the route's MTU, or a lower one learned from ICMP), asked
+/// of a throwaway socket connected there: connecting a UDP socket sends nothing. The socket is made in
+/// the calling thread's network namespace, the one the sending socket normally lives in.
+fn path_mtu(dest: SocketAddr) -> Option<usize> {
+    let probe = Socket::new(socket2::Domain::for_address(dest), socket2::Type::DGRAM, None).ok()?;
+    probe.connect(&SockAddr::from(dest)).ok()?;
+    let (level, name) =
+        if dest.is_ipv4() { (libc::IPPROTO_IP, libc::IP_MTU) } else { (libc::IPPROTO_IPV6, libc::IPV6_MTU) };
+    let mut value: c_int = 0;
+    let mut len = mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: value and len are valid for writes of the sizes given; the fd is open.
+    let rc = unsafe { libc::getsockopt(probe.as_raw_fd(), level, name, ptr::addr_of_mut!(value).cast(), &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    usize::try_from(value).ok()
 }
 
 /// Sends `buf` to `dest` as datagrams of `segment_size` bytes (the last may be shorter) with one
 /// `sendmsg` carrying a `UDP_SEGMENT` control message. UDP sends all of it or nothing.
 pub(super) fn send_gso(socket: &Socket, dest: &SockAddr, buf: &[u8], segment_size: usize) -> io::Result<()> {
+    if let Some(e) = fault::take(Syscall::SendGso) {
+        return Err(e);
+    }
     let gso_size = u16::try_from(segment_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as c_uint) } as usize;
@@ -163,6 +201,9 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
     if count == 0 {
         return Ok(0);
     }
+    if let Some(e) = fault::take(Syscall::SendMmsg) {
+        return Err(e);
+    }
     let (names_ptr, iovs_ptr) = (names.as_mut_ptr(), iovs.as_mut_ptr());
     for (i, hdr) in hdrs.iter_mut().take(count).enumerate() {
         hdr.msg_hdr.msg_name = names_ptr.wrapping_add(i).cast::<c_void>();
@@ -180,6 +221,9 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
 /// Receives up to `batch.capacity()` messages with one `recvmmsg` into the batch's buffers and metadata;
 /// returns how many.
 pub(super) fn recv_messages(socket: &Socket, batch: &mut RecvBatch) -> io::Result<usize> {
+    if let Some(e) = fault::take(Syscall::RecvMmsg) {
+        return Err(e);
+    }
     let count = batch.metas.len().min(MAX_BATCH);
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::sync::watch;
 
-use crate::error::{ErrorKind, IoError};
+use crate::error::{is_out_of_buffers, ErrorKind, IoError, OUT_OF_BUFFERS_BACKOFF, OUT_OF_BUFFERS_RETRIES};
 
 #[cfg(not(target_os = "linux"))]
 mod fallback;
@@ -91,7 +91,8 @@ impl Default for UdpOptions {
 /// What the socket can do right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpCaps {
-    /// GSO is in use. Turns false for good when a GSO send failed in a way that a plain send did not.
+    /// GSO is in use. Turns false for good when the socket cannot segment (see
+    /// [`UdpSocket::send_segments`]).
     pub gso: bool,
     /// Most datagrams one send system call segments: [`MAX_SEGMENTS`] with GSO, else 1.
     pub max_segments: usize,
@@ -211,6 +212,11 @@ pub struct UdpStats {
     pub rx_gro_batches: u64,
     /// Times GSO was switched off after a failed GSO send (0 or 1).
     pub gso_fallbacks: u64,
+    /// Trains sent without GSO because the kernel would not segment them (segments above the path MTU),
+    /// GSO kept on.
+    pub gso_train_fallbacks: u64,
+    /// Sends tried again because the kernel was out of buffers (ENOBUFS, ENOMEM).
+    pub tx_out_of_buffers: u64,
 }
 
 /// The live counters behind [`UdpStats`].
@@ -225,6 +231,8 @@ struct Counters {
     rx_syscalls: AtomicU64,
     rx_gro_batches: AtomicU64,
     gso_fallbacks: AtomicU64,
+    gso_train_fallbacks: AtomicU64,
+    tx_out_of_buffers: AtomicU64,
 }
 
 impl Counters {
@@ -260,6 +268,8 @@ impl Counters {
             rx_syscalls: self.rx_syscalls.load(Relaxed),
             rx_gro_batches: self.rx_gro_batches.load(Relaxed),
             gso_fallbacks: self.gso_fallbacks.load(Relaxed),
+            gso_train_fallbacks: self.gso_train_fallbacks.load(Relaxed),
+            tx_out_of_buffers: self.tx_out_of_buffers.load(Relaxed),
         }
     }
 }
@@ -352,20 +362,30 @@ impl UdpSocket {
     /// to `dest`.
     ///
     /// With GSO, one `sendmsg(UDP_SEGMENT)` carries up to [`MAX_SEGMENTS`] datagrams and at most
-    /// 65,507 (IPv4) or 65,527 (IPv6) bytes. When a GSO send fails with EIO (egress device without
-    /// checksum offload before Linux 6.11, IPsec) or EINVAL (segmentation refused) and the first of its
-    /// datagrams then goes out alone, GSO is switched off for this socket ([`UdpCaps::gso`] turns false,
-    /// `gso_fallbacks` counts 1) and the rest of those datagrams follow with `sendmmsg`: nothing is lost or
-    /// sent twice. When it fails with EMSGSIZE (segments above the path MTU) this train goes out without
-    /// GSO, as plain sends would, and GSO stays on. Without GSO every send is a `sendmmsg` of up to
-    /// [`MAX_BATCH`] datagrams.
+    /// 65,507 (IPv4) or 65,527 (IPv6) bytes. When a GSO send fails because the socket cannot segment (EIO:
+    /// egress device without checksum offload before Linux 6.11, IPsec; EINVAL for segments within the
+    /// path MTU: UDP checksums off) and the first of its datagrams then goes out alone, GSO is switched
+    /// off for this socket ([`UdpCaps::gso`] turns false, `gso_fallbacks` counts 1) and the rest of those
+    /// datagrams follow with `sendmmsg`: nothing is lost or sent twice. When it fails because this train
+    /// cannot be segmented (EMSGSIZE, or EINVAL for segments above the path MTU, as some kernels answer)
+    /// this train goes out without GSO, as plain sends would, and GSO stays on (`gso_train_fallbacks`).
+    /// Without GSO every send is a `sendmmsg` of up to [`MAX_BATCH`] datagrams. A send that finds the
+    /// kernel out of buffers (ENOBUFS) is tried again after a pause, a bounded number of times.
     ///
     /// On an error, the datagrams before the failing system call have been sent.
     pub async fn send_segments(&self, dest: SocketAddr, buf: &[u8], segment_size: usize) -> Result<(), IoError> {
         let fd = self.fd()?;
         let train = self.train(dest, buf, segment_size)?;
         let mut sent = 0;
-        let op = fd.io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent));
+        let op = async {
+            let mut retries = 0;
+            loop {
+                let result = fd.io(Interest::WRITABLE, |socket| self.send_train(socket, &train, &mut sent)).await;
+                if !self.pause_if_out_of_buffers(&result, &mut retries).await {
+                    return result;
+                }
+            }
+        };
         self.until_closed(sys::SEND_SYSCALL, op).await
     }
 
@@ -380,7 +400,8 @@ impl UdpSocket {
         // WouldBlock here costs the async operations nothing but one retry.
         match fd.with(|s| self.send_train(s, &train, &mut sent)) {
             Ok(()) => Ok(sent),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
+            // Out of buffers is a full socket to the caller: the waiting send takes over and retries.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
         }
     }
@@ -392,8 +413,30 @@ impl UdpSocket {
     pub async fn send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<(), IoError> {
         let fd = self.fd()?;
         let mut sent = 0;
-        let op = fd.io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent));
+        let op = async {
+            let mut retries = 0;
+            loop {
+                let result = fd.io(Interest::WRITABLE, |socket| self.send_messages(socket, msgs, &mut sent)).await;
+                if !self.pause_if_out_of_buffers(&result, &mut retries).await {
+                    return result;
+                }
+            }
+        };
         self.until_closed(sys::SEND_SYSCALL, op).await
+    }
+
+    /// After a send that failed with the kernel out of buffers, waits a moment and returns true (try
+    /// again), at most [`OUT_OF_BUFFERS_RETRIES`] times per call; false for any other result.
+    async fn pause_if_out_of_buffers(&self, result: &io::Result<()>, retries: &mut u32) -> bool {
+        match result {
+            Err(e) if is_out_of_buffers(e) && *retries < OUT_OF_BUFFERS_RETRIES => {
+                *retries += 1;
+                self.counters.tx_out_of_buffers.fetch_add(1, Relaxed);
+                tokio::time::sleep(OUT_OF_BUFFERS_BACKOFF).await;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Like [`send_batch`](Self::send_batch) without waiting (straight to the system call): returns how many messages were sent (fewer
@@ -403,7 +446,8 @@ impl UdpSocket {
         let mut sent = 0;
         match fd.with(|s| self.send_messages(s, msgs, &mut sent)) {
             Ok(()) => Ok(sent),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(sent),
+            // Out of buffers is a full socket to the caller: the waiting send takes over and retries.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
         }
     }
@@ -472,6 +516,7 @@ impl UdpSocket {
         }
         Ok(Train {
             dest: self.sockaddr(dest),
+            dest_addr: dest,
             buf,
             segment_size,
             segments_per_gso: MAX_SEGMENTS.min(max_payload / segment_size),
@@ -492,7 +537,7 @@ impl UdpSocket {
                     *sent += chunk.len();
                     continue;
                 };
-                match sys::gso_refusal(&err) {
+                match sys::gso_refusal(&err, train.dest_addr, seg) {
                     Some(GsoRefusal::Socket) => {
                         // Segmentation is to blame only if the first datagram goes out on its own; if it
                         // does not, its error is the answer and GSO stays on.
@@ -505,7 +550,10 @@ impl UdpSocket {
                         }
                     }
                     // The datagrams still go out one by one (fragmented, as a plain send would be).
-                    Some(GsoRefusal::Train) => gso_for_train = false,
+                    Some(GsoRefusal::Train) => {
+                        gso_for_train = false;
+                        self.counters.gso_train_fallbacks.fetch_add(1, Relaxed);
+                    }
                     None => return Err(err),
                 }
                 continue;
@@ -551,6 +599,8 @@ impl UdpSocket {
 /// A validated `send_segments` request.
 struct Train<'a> {
     dest: SockAddr,
+    /// `dest` as given (IPv4 not mapped), for the path MTU.
+    dest_addr: SocketAddr,
     buf: &'a [u8],
     segment_size: usize,
     /// Datagrams per GSO send: [`MAX_SEGMENTS`], fewer when they would exceed the IP payload limit.

@@ -1,6 +1,8 @@
 //! Test hosts: network namespaces made and removed by the tests themselves.
 #![allow(dead_code)]
 
+pub mod packets;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;

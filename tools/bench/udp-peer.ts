@@ -2,14 +2,14 @@
  * One side of a UDP packet-rate measurement, run inside a namespace by the bench. Every loop ends after
  * `--seconds`. Prints one JSON line (`recv` prints `listening` first).
  *
- *   node dist/bench/udp-peer.js send --mode dgram|sp-single|sp-mmsg|sp-gso --to 198.18.1.2:7000 --size 1400 --seconds 5
- *   node dist/bench/udp-peer.js recv --mode dgram|sp-gro --listen 198.18.1.2:7000 --seconds 8
+ *   node tools/dist/bench/udp-peer.js send --mode dgram|sp-single|sp-mmsg|sp-gso --to 198.18.1.2:7000 --size 1400 --seconds 5
+ *   node tools/dist/bench/udp-peer.js recv --mode dgram|sp-gro --listen 198.18.1.2:7000 --seconds 8
  * @internal
  * @module
  */
 import { createSocket } from 'node:dgram'
 import { parseArgs } from 'node:util'
-import { UdpSocket, type Peer } from '../index.js'
+import { UdpSocket, type Peer } from 'superpacket'
 
 const { positionals, values: o } = parseArgs({
   allowPositionals: true,

@@ -2,8 +2,8 @@
  * A TCP transfer for the demo and the tests: `recv` listens and reports what arrived, `send` connects and
  * sends pseudo-random bytes. Both print one JSON line: bytes, sha256, seconds.
  *
- *   node dist/demo/tcp.js recv --listen 198.18.100.2:5201
- *   node dist/demo/tcp.js send --to 198.18.100.2:5201 --bytes 268435456
+ *   node tools/dist/demo/tcp.js recv --listen 198.18.100.2:5201
+ *   node tools/dist/demo/tcp.js send --to 198.18.100.2:5201 --bytes 268435456
  * @internal
  * @module
  */

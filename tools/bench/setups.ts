@@ -12,8 +12,11 @@ import { Lab, run, stop } from '../lab/netns.js'
 import { TunnelPair, type PairOptions } from '../lab/tunnel-pair.js'
 import { realPid } from './proc.js'
 
+/** The repository's root, seen from the compiled tools/dist/bench/. */
+export const REPO_ROOT = join(import.meta.dirname, '..', '..', '..')
+
 /** Where the bench keeps what it builds and installs (git-ignored). */
-export const WORK_DIR = join(import.meta.dirname, '..', '..', 'bench', '.work')
+export const WORK_DIR = join(REPO_ROOT, 'bench', '.work')
 
 /** wireguard-go, pinned to the version measured here (built with Go 1.26); installed into WORK_DIR/bin when missing. */
 const WIREGUARD_GO = 'golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446'

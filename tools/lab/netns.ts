@@ -74,7 +74,7 @@ export class Lab {
     return spawn('ip', ['netns', 'exec', side.ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   }
 
-  /** Starts a Node script of this package (a path relative to dist/) inside a namespace. */
+  /** Starts a Node script of this package (a path relative to tools/dist/) inside a namespace. */
   node(side: Side, script: string, args: string[]): ChildProcess {
     const path = fileURLToPath(new URL(`../${script}`, import.meta.url))
     return this.spawn(side, process.execPath, [path, ...args])

@@ -1,7 +1,7 @@
 /**
  * One tunnel endpoint, run inside a namespace by the demo, the tests and the benchmarks.
  *
- *   node dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
+ *   node tools/dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
  *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js|naive]
  *     [--framer plain|header] [--mtu 1420] [--queues 1]
  *
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util'
 import { hostPort } from '../lab/args.js'
 import { NaiveTunnel } from '../lab/naive-tunnel.js'
 import { packetValid } from '../lab/verify.js'
-import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type Peer } from '../index.js'
+import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type Peer } from 'superpacket'
 
 const { values: o } = parseArgs({
   options: {

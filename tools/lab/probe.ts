@@ -2,17 +2,17 @@
  * Checks that must run inside a namespace (so that a TUN never appears on the host), driven by the tests.
  * Each subcommand prints one JSON line.
  *
- *   node dist/lab/probe.js open --offload auto|on|off [--queues n]   what the kernel granted, fds per queue
- *   node dist/lab/probe.js offloads --offload auto|on|off             granted offloads and ethtool -k, both
- *   node dist/lab/probe.js lifecycle --cycles 1000                    fd counts around open/close cycles
- *   node dist/lab/probe.js close-during-read                          how a pending read ends on close
+ *   node tools/dist/lab/probe.js open --offload auto|on|off [--queues n]   what the kernel granted, fds per queue
+ *   node tools/dist/lab/probe.js offloads --offload auto|on|off             granted offloads and ethtool -k, both
+ *   node tools/dist/lab/probe.js lifecycle --cycles 1000                    fd counts around open/close cycles
+ *   node tools/dist/lab/probe.js close-during-read                          how a pending read ends on close
  * @internal
  * @module
  */
 import { execFileSync } from 'node:child_process'
 import { readdirSync, readlinkSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { SuperpacketError, Tun } from '../index.js'
+import { SuperpacketError, Tun } from 'superpacket'
 
 const { positionals, values: o } = parseArgs({
   allowPositionals: true,

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util'
 import { isRoot, Lab, stop, waitForLine } from '../lab/netns.js'
 import { countSyscalls, cpuSeconds, hostCpu, RssSampler } from './proc.js'
 import { markdown, median, ratios, readmeWithResults, round, svg, type Results, type Run } from './report.js'
-import { direct, superpacket, track, wireguard, wireguardGo, WORK_DIR, type Setup } from './setups.js'
+import { direct, REPO_ROOT, superpacket, track, wireguard, wireguardGo, WORK_DIR, type Setup } from './setups.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -35,7 +35,7 @@ const REPEATS = quick ? 1 : 3
 const UDP_SECONDS = quick ? 2 : 5
 const UDP_REPEATS = quick ? 1 : 3
 const DATAGRAM = 1400
-const RESULTS_DIR = join(import.meta.dirname, '..', '..', 'bench', 'results')
+const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
 const only = args.only?.split(',')
 const wanted = (id: string) => only === undefined || only.includes(id)
 
@@ -242,7 +242,7 @@ async function profileScenario(t: Tunnel): Promise<void> {
 
 /** The C loop, built from bench/udpgso.c when missing or older than its source. */
 function cTool(): string {
-  const src = join(import.meta.dirname, '..', '..', 'bench', 'udpgso.c')
+  const src = join(REPO_ROOT, 'bench', 'udpgso.c')
   const bin = join(WORK_DIR, 'udpgso')
   if (!existsSync(bin) || statSync(bin).mtimeMs < statSync(src).mtimeMs) {
     log('building bench/udpgso.c')
@@ -420,7 +420,7 @@ async function main(): Promise<void> {
   if (!quick) updateReadme(results)
 }
 
-const README = join(import.meta.dirname, '..', '..', 'README.md')
+const README = join(REPO_ROOT, 'README.md')
 
 /** Puts a full run's table and chart into the README between its markers. */
 function updateReadme(results: Results): void {

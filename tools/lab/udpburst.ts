@@ -2,8 +2,8 @@
  * UDP trains for the tests: `send` sends GSO trains of numbered datagrams with superpacket's UdpSocket,
  * `recv` receives them (GRO) and reports what arrived. Each prints one JSON line.
  *
- *   node dist/lab/udpburst.js recv --listen 198.18.100.2:7000 --expect 1000 [--timeout 20]
- *   node dist/lab/udpburst.js send --to 198.18.100.2:7000 --trains 50 --segments 20 --size 1200
+ *   node tools/dist/lab/udpburst.js recv --listen 198.18.100.2:7000 --expect 1000 [--timeout 20]
+ *   node tools/dist/lab/udpburst.js send --to 198.18.100.2:7000 --trains 50 --segments 20 --size 1200
  * @internal
  * @module
  */
@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { hostPort } from './args.js'
-import { UdpSocket } from '../index.js'
+import { UdpSocket } from 'superpacket'
 
 const { positionals, values: o } = parseArgs({
   allowPositionals: true,

@@ -6,7 +6,15 @@
  * @module
  */
 import { createSocket, type Socket } from 'node:dgram'
-import type { Peer, Tun } from '../index.js'
+import type { Peer, Tun } from 'superpacket'
+
+/**
+ * The TUN's native handle, which the library keeps internal (`@internal`, not in its `.d.ts`): the baseline
+ * reads one frame per system call, which the public `Tun.read` (batches of up to 32) does not offer.
+ */
+interface OneFrameReader {
+  read(queue: number, maxFrames: number): Promise<{ data: Buffer; lengths: number[] }>
+}
 
 /** Packets waiting for their TUN write beyond which arriving datagrams are dropped, as a device queue would. */
 const MAX_PENDING_WRITES = 4096
@@ -43,7 +51,7 @@ export class NaiveTunnel {
         )
         .finally(() => void pending--)
     })
-    const nativeTun = tun.native
+    const nativeTun = (tun as unknown as { native: OneFrameReader }).native
     this.#reading = (async () => {
       for (;;) {
         // One frame per read: what a per-packet TUN module does. The frame starts with a virtio_net_hdr.

@@ -1,0 +1,158 @@
+// Fallback and error paths driven through the public API with the internal fault injector: every
+// datagram or packet that must get through is counted and compared, not just "no error".
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import dgram from 'node:dgram'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { coalescePackets, SuperpacketError, UdpSocket } from '../dist/index.js'
+import { clearFaults, injectFault } from '../dist/fault.js'
+import { pattern, udp4 } from './helpers/packets.js'
+import { privileged } from './helpers/privileged.js'
+
+const open: { close(): Promise<void> | void }[] = []
+afterEach(async () => {
+  clearFaults()
+  for (const s of open.splice(0)) await s.close()
+})
+
+async function bind(gso = true): Promise<UdpSocket> {
+  const s = await UdpSocket.bind({ address: '127.0.0.1', port: 0, gso })
+  open.push(s)
+  return s
+}
+
+/** A node:dgram socket on loopback that collects `count` datagrams (fails after 10 s). */
+function receiver(count: number): Promise<{ port: number; got: Promise<Buffer[]> }> {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 })
+    const msgs: Buffer[] = []
+    const got = new Promise<Buffer[]>((done, fail) => {
+      const t = setTimeout(() => {
+        sock.close()
+        fail(new Error(`only ${msgs.length} of ${count} datagrams arrived`))
+      }, 10_000)
+      sock.on('message', (m) => {
+        msgs.push(m)
+        if (msgs.length === count) {
+          clearTimeout(t)
+          sock.close()
+          done(msgs)
+        }
+      })
+    })
+    sock.bind(0, '127.0.0.1', () => resolve({ port: sock.address().port, got }))
+  })
+}
+
+const SEGMENT = 1000
+const SEGMENTS = 40
+
+describe('UdpSocket sends under injected failures', () => {
+  it.each(['EIO', 'EINVAL'] as const)('a GSO send failing with %s falls back and every datagram arrives', async (errno) => {
+    const s = await bind()
+    const { port, got } = await receiver(2 * SEGMENTS)
+    const data = pattern(2 * SEGMENTS * SEGMENT)
+    injectFault('sendGso', errno, 1)
+    await s.sendSegments({ address: '127.0.0.1', port }, data.subarray(0, SEGMENTS * SEGMENT), SEGMENT)
+    await s.sendSegments({ address: '127.0.0.1', port }, data.subarray(SEGMENTS * SEGMENT), SEGMENT)
+    const msgs = await got
+    expect(msgs.map((m) => m.length)).toEqual(Array(2 * SEGMENTS).fill(SEGMENT))
+    expect(Buffer.concat(msgs).equals(data)).toBe(true)
+    const st = s.stats()
+    // Loopback's MTU is far above the segments, so both errnos mean the socket cannot segment.
+    expect(st.gsoFallbacks).toBe(1)
+    expect(st.txDatagrams).toBe(2 * SEGMENTS)
+  })
+
+  it('sends that find the kernel out of buffers are retried, not dropped', async () => {
+    const s = await bind(false)
+    const { port, got } = await receiver(SEGMENTS)
+    const data = pattern(SEGMENTS * SEGMENT, 7)
+    injectFault('sendmmsg', 'ENOBUFS', 3)
+    await s.sendSegments({ address: '127.0.0.1', port }, data, SEGMENT)
+    expect(Buffer.concat(await got).equals(data)).toBe(true)
+  })
+
+  it('a send refused with EPERM (a firewall rule) rejects with ERR_SUPERPACKET_OS and errno 1, not the CAP_NET_ADMIN advice', async () => {
+    const s = await bind(false)
+    const { port, got } = await receiver(4)
+    injectFault('sendmmsg', 'EPERM', 1)
+    const err = await s.sendSegments({ address: '127.0.0.1', port }, pattern(4 * SEGMENT), SEGMENT).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(SuperpacketError)
+    expect(err).toMatchObject({ code: 'ERR_SUPERPACKET_OS', errno: 1 })
+    expect((err as Error).message).not.toMatch(/CAP_NET_ADMIN/)
+    const data = pattern(4 * SEGMENT, 3)
+    await s.sendSegments({ address: '127.0.0.1', port }, data, SEGMENT)
+    expect(Buffer.concat(await got).equals(data)).toBe(true)
+  })
+})
+
+/** Runs inside the test's namespace: opens a TUN, writes what it is given with faults injected, and
+ * prints the payloads a UDP socket on the TUN's address received and the TUN's counters. */
+const TUN_SCRIPT = `
+import dgram from 'node:dgram'
+const [index, fault, input] = process.argv.slice(2)
+const { Tun } = await import(index)
+const { injectFault } = await import(fault)
+const { frames, packets, want } = JSON.parse(input)
+const tun = await Tun.open({ name: 'spfault0', ipv4: '198.18.71.1/24' })
+const sink = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 })
+await new Promise((r) => sink.bind(7000, '198.18.71.1', r))
+const got = []
+const all = new Promise((done) => {
+  const t = setTimeout(done, 5000)
+  sink.on('message', (m) => { got.push(m.toString('hex')); if (got.length === want) { clearTimeout(t); done() } })
+})
+injectFault('tunWrite', 'EINVAL', 1)
+await tun.write(frames.map((f) => Buffer.from(f, 'base64')))
+injectFault('tunWrite', 'EINVAL', 1)
+await tun.writePackets(packets.map((p) => Buffer.from(p, 'base64')))
+await all
+const stats = tun.stats()
+sink.close()
+await tun.close()
+console.log(JSON.stringify({ got, stats }))
+`
+
+if (privileged('faults on a TUN')) {
+  describe('Tun writes under injected failures (inside a namespace of the test)', () => {
+    it('a refused GSO frame is split and all its packets arrive; a refused packet costs no other its delivery', () => {
+      const ns = `sp-faults-${process.pid}-${randomBytes(2).toString('hex')}`
+      const dir = mkdtempSync(join(tmpdir(), 'sp-faults-'))
+      const flow = { src: [198, 18, 71, 2], dst: [198, 18, 71, 1], sport: 40000, dport: 7000 }
+      const payloads = Array.from({ length: 20 }, (_, i) => pattern(1000, i + 1))
+      // One flow: coalesced into one GSO frame, which the first injected EINVAL refuses.
+      const frames = coalescePackets(payloads.map((p, i) => udp4(flow, p, i + 1)), { udp: true })
+      // Distinct source ports: a frame each; the second EINVAL refuses the first, the rest must arrive.
+      const singles = Array.from({ length: 10 }, (_, i) => pattern(300, 100 + i))
+      const packets = singles.map((p, i) => udp4({ ...flow, sport: 41000 + i }, p, 100 + i))
+      const input = JSON.stringify({
+        frames: frames.map((f) => f.toString('base64')),
+        packets: packets.map((p) => p.toString('base64')),
+        want: payloads.length + singles.length - 1,
+      })
+      const script = join(dir, 'tun-faults.mjs')
+      writeFileSync(script, TUN_SCRIPT)
+      const dist = new URL('../dist/', import.meta.url)
+      execFileSync('ip', ['netns', 'add', ns])
+      try {
+        execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
+        const out = execFileSync(
+          'ip',
+          ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href, input],
+          { encoding: 'utf8', timeout: 60_000 },
+        )
+        const r = JSON.parse(out.trim().split('\n').pop()!) as { got: string[]; stats: Record<string, number | boolean> }
+        const want = [...payloads, ...singles.slice(1)].map((p) => p.toString('hex'))
+        expect(r.got).toEqual(want)
+        expect(r.stats).toMatchObject({ txFallbacks: 1, txDrops: 1, coalescing: true })
+      } finally {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' })
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  })
+}

@@ -1,0 +1,26 @@
+/**
+ * Fault injection for the test suite: makes chosen system calls of the native layer fail with a chosen
+ * errno a number of times, so the fallbacks and error paths can be exercised on demand. Not public API:
+ * the package root does not export it, and it may change without notice.
+ * @internal
+ * @module
+ */
+import { binding } from './native.js'
+
+/** A native system call that can be made to fail. @internal */
+export type FaultSyscall = 'tunRead' | 'tunWrite' | 'sendGso' | 'sendmmsg' | 'recvmmsg'
+/** The errnos an injected failure may carry. @internal */
+export type FaultErrno = 'EIO' | 'EINVAL' | 'EMSGSIZE' | 'EAGAIN' | 'ENOBUFS' | 'EPERM'
+
+/**
+ * Makes the next `times` calls of `syscall` in this process fail with `errno`. Faults of one call queue
+ * up in the order injected. @internal
+ */
+export function injectFault(syscall: FaultSyscall, errno: FaultErrno, times = 1): void {
+  binding.injectFault(syscall, errno, times)
+}
+
+/** Drops every pending fault. @internal */
+export function clearFaults(): void {
+  binding.clearFaults()
+}
