@@ -310,7 +310,9 @@ impl WireGuard {
 }
 
 /// Sends what boringtun queued for the handshake: `decapsulate` with an empty datagram hands out one
-/// queued packet per call. Bounded by the queue's size (a packet it cannot send yet goes back in).
+/// queued packet per call. Bounded by the queue's size. Called after an authenticated handshake response
+/// or data message, when the peer has a current session: a call that sends nothing means the queue is
+/// empty.
 fn flush_queue(peer: &Peer, state: &mut PeerState, to: SocketAddr, control: &mut Control) {
     if state.queued == 0 {
         return;
@@ -324,7 +326,10 @@ fn flush_queue(peer: &Peer, state: &mut PeerState, to: SocketAddr, control: &mut
                 peer.sent(out.len());
                 control.push(to, out.to_vec());
             }
-            _ => return,
+            _ => {
+                state.queued = 0;
+                return;
+            }
         }
     }
 }

@@ -1,169 +1,13 @@
 //! The WireGuard framer end to end without I/O: framers talk only through `seal`, `open` and `Control`.
 
+mod support;
+
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use superpacket_core::framer::{Control, DropReason, Framer, Opened, Sealed, Slots};
-use superpacket_wireguard::framer::{WG_HEADROOM, WG_TAILROOM};
-use superpacket_wireguard::keys::{parse_key, parse_secret, public_key_bytes, SecretKey};
-use superpacket_wireguard::{generate_private_key, PeerConfig, WireGuard, WireGuardConfig};
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn secret() -> SecretKey {
-    parse_secret("k", &generate_private_key()).unwrap()
-}
-
-/// An IPv4 or IPv6 UDP packet of `len` bytes (at least the headers) from `src` to `dst`, filled with `fill`.
-fn ip_packet(src: &str, dst: &str, len: usize, fill: u8) -> Vec<u8> {
-    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    let mut p = vec![fill; len];
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            p[..20].fill(0);
-            p[0] = 0x45;
-            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            p[8] = 64;
-            p[9] = 17;
-            p[12..16].copy_from_slice(&s.octets());
-            p[16..20].copy_from_slice(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            p[..40].fill(0);
-            p[0] = 0x60;
-            p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-            p[6] = 17;
-            p[7] = 64;
-            p[8..24].copy_from_slice(&s.octets());
-            p[24..40].copy_from_slice(&d.octets());
-        }
-        _ => panic!("mixed families"),
-    }
-    p
-}
-
-/// What `open` returned, owned.
-#[derive(Debug, PartialEq, Eq)]
-enum Got {
-    Data(Vec<u8>),
-    Consumed,
-    Dropped(DropReason),
-}
-
-/// One endpoint: a framer at a UDP address.
-struct Node {
-    framer: Arc<WireGuard>,
-    at: SocketAddr,
-}
-
-impl Node {
-    fn new(private: SecretKey, at: &str, peers: Vec<PeerConfig>) -> Node {
-        Node::with_config(WireGuardConfig { peers, ..WireGuardConfig::new(private) }, at)
-    }
-
-    fn with_config(config: WireGuardConfig, at: &str) -> Node {
-        Node { framer: Arc::new(WireGuard::new(config).unwrap()), at: addr(at) }
-    }
-
-    /// Seals `packets` (all as long as the first but the last, which may be shorter) as one superpacket.
-    fn seal(&self, packets: &[Vec<u8>], control: &mut Control) -> (Sealed, Vec<Vec<u8>>) {
-        seal_with(&self.framer, packets, control)
-    }
-
-    fn public_key(&self) -> [u8; 32] {
-        parse_key("k", &self.framer.public_key()).unwrap()
-    }
-
-    fn open(&self, datagram: &[u8], from: SocketAddr, control: &mut Control) -> Got {
-        let mut d = datagram.to_vec();
-        let mut scratch = vec![0u8; d.len()];
-        match self.framer.open(&mut d, &mut scratch, from, control) {
-            Opened::Data { packet, authenticated } => {
-                assert!(authenticated, "WireGuard data is always authenticated");
-                Got::Data(packet.to_vec())
-            }
-            Opened::Consumed => Got::Consumed,
-            Opened::Dropped(r) => Got::Dropped(r),
-        }
-    }
-}
-
-fn seal_with(framer: &WireGuard, packets: &[Vec<u8>], control: &mut Control) -> (Sealed, Vec<Vec<u8>>) {
-    let seg = packets[0].len();
-    let last = packets[packets.len() - 1].len();
-    let stride = WG_HEADROOM + seg + WG_TAILROOM;
-    let total = stride * (packets.len() - 1) + WG_HEADROOM + last + WG_TAILROOM;
-    let mut buf = vec![0u8; total];
-    for (i, p) in packets.iter().enumerate() {
-        buf[i * stride + WG_HEADROOM..][..p.len()].copy_from_slice(p);
-    }
-    let mut slots = Slots::new(&mut buf, WG_HEADROOM, WG_TAILROOM, seg, last, packets.len()).unwrap();
-    let sealed = framer.seal(&mut slots, control).unwrap();
-    let datagrams = packets
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            assert_eq!(framer.sealed_len(p.len()), p.len() + 32);
-            buf[i * stride..][..framer.sealed_len(p.len())].to_vec()
-        })
-        .collect();
-    (sealed, datagrams)
-}
-
-/// Delivers control datagrams among `nodes` until none are left (bounded); returns the inner packets
-/// that came out of them, with the node index that opened each.
-fn deliver(nodes: &[&Node], from: usize, mut control: Control) -> Vec<(usize, Vec<u8>)> {
-    let mut pending: Vec<(usize, SocketAddr, Vec<u8>)> = control.drain().map(|(to, d)| (from, to, d)).collect();
-    let mut data = Vec::new();
-    for _ in 0..1000 {
-        let Some((sender, to, datagram)) = pending.pop() else { return data };
-        let target = nodes.iter().position(|n| n.at == to).expect("a control datagram to a known node");
-        let mut reply = Control::new();
-        match nodes[target].open(&datagram, nodes[sender].at, &mut reply) {
-            Got::Data(p) => data.push((target, p)),
-            Got::Consumed => {}
-            Got::Dropped(r) => panic!("control datagram dropped: {r:?}"),
-        }
-        pending.extend(reply.drain().map(|(to, d)| (target, to, d)));
-    }
-    panic!("control messages did not settle");
-}
-
-fn peer(public_key: [u8; 32], endpoint: Option<&str>, allowed: &[&str]) -> PeerConfig {
-    PeerConfig {
-        endpoint: endpoint.map(addr),
-        allowed_ips: allowed.iter().map(|c| c.parse().unwrap()).collect(),
-        ..PeerConfig::new(public_key)
-    }
-}
-
-const A_AT: &str = "198.19.0.1:51820";
-const B_AT: &str = "198.19.0.2:51820";
-
-/// A knows B's endpoint; B learns A's from its handshake. Inner addresses 198.18.77.1/2 and 2001:db8:77::1/2.
-fn pair(psk: Option<SecretKey>) -> (Node, Node) {
-    let (a_key, b_key) = (secret(), secret());
-    let mut to_b = peer(public_key_bytes(&b_key), Some(B_AT), &["198.18.77.2/32", "2001:db8:77::2/128"]);
-    let mut to_a = peer(public_key_bytes(&a_key), None, &["198.18.77.1/32", "2001:db8:77::1/128"]);
-    to_b.preshared_key = psk.clone();
-    to_a.preshared_key = psk;
-    (Node::new(a_key, A_AT, vec![to_b]), Node::new(b_key, B_AT, vec![to_a]))
-}
-
-/// A sends one packet to B, which completes the handshake; returns the packet B received.
-fn handshake(a: &Node, b: &Node) -> Vec<u8> {
-    let first = ip_packet("198.18.77.1", "198.18.77.2", 100, 1);
-    let mut control = Control::new();
-    let (sealed, _) = a.seal(std::slice::from_ref(&first), &mut control);
-    assert_eq!(sealed, Sealed::Held);
-    assert_eq!(control.len(), 1, "one handshake initiation");
-    let arrived = deliver(&[a, b], 0, control);
-    assert_eq!(arrived, vec![(1, first.clone())], "the queued packet arrives once the handshake completes");
-    first
-}
+use superpacket_core::framer::{Control, DropReason, Framer, Sealed};
+use superpacket_wireguard::keys::{public_key_bytes, SecretKey};
+use superpacket_wireguard::{WireGuard, WireGuardConfig};
+use support::*;
 
 fn handshake_and_exchange(psk: Option<SecretKey>) {
     let (a, b) = pair(psk);
@@ -325,7 +169,7 @@ fn three_peers_are_routed_by_allowed_ips() {
 #[test]
 fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
     let (a, b) = pair(None);
-    handshake(&a, &b);
+    let init = handshake(&a, &b);
     let good = |i: u8| {
         let packet = ip_packet("198.18.77.1", "198.18.77.2", 300, i);
         (packet.clone(), a.seal(&[packet], &mut Control::new()).1.remove(0))
@@ -335,10 +179,10 @@ fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
 
     let mut flipped = good(11).1;
     *flipped.last_mut().unwrap() ^= 1;
-    let mut truncated_init = Control::new();
+    let mut stranger_control = Control::new();
     let stranger = Node::new(secret(), "198.19.0.9:51820", vec![peer(b.public_key(), Some(B_AT), &["0.0.0.0/0"])]);
-    stranger.seal(&[ip_packet("198.18.9.9", "198.18.77.2", 80, 0)], &mut truncated_init);
-    let (_, unknown_init) = truncated_init.drain().next().unwrap();
+    stranger.seal(&[ip_packet("198.18.9.9", "198.18.77.2", 80, 0)], &mut stranger_control);
+    let (_, unknown_init) = stranger_control.drain().next().unwrap();
     // An initiation meant for someone else fails mac1.
     let mut other_control = Control::new();
     let elsewhere =
@@ -359,6 +203,8 @@ fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
         ("flipped tag bit", flipped, DropReason::BadMac),
         ("replayed datagram", captured.clone(), DropReason::Replay),
         ("initiation from an unknown key", unknown_init, DropReason::BadHandshake),
+        // WireGuard's timestamp check: a captured initiation cannot be replayed to reset the session.
+        ("replayed initiation", init, DropReason::BadHandshake),
         ("initiation for another responder", misaddressed_init, DropReason::BadMac),
         ("unknown receiver index", unknown_receiver, DropReason::UnknownSession),
     ];
@@ -371,7 +217,8 @@ fn hostile_datagrams_are_dropped_by_reason_and_good_ones_still_open() {
     }
     let stats = &b.framer.peers()[0];
     let count = |r: DropReason| stats.drops.iter().find(|(reason, _)| *reason == r).unwrap().1;
-    assert_eq!((count(DropReason::BadMac), count(DropReason::Replay)), (1, 1), "{stats:?}");
+    let counted = [DropReason::BadMac, DropReason::Replay, DropReason::BadHandshake].map(count);
+    assert_eq!(counted, [1, 1, 1], "drops that name B's peer: {stats:?}");
     assert_eq!(stats.endpoint, Some(a.at), "no hostile datagram moved the peer");
 }
 
@@ -459,7 +306,7 @@ fn packets_wait_for_the_handshake_in_a_bounded_queue() {
     arrived.sort();
     expected.sort();
     assert_eq!(arrived, expected);
-    // Emptied: the queue takes packets again before a later handshake.
+    // With the session up, packets go straight out.
     assert_eq!(a.seal(&[ip_packet("198.18.77.1", "198.18.77.2", 100, 0)], &mut Control::new()).0, Sealed::To(b.at));
 }
 
@@ -592,4 +439,43 @@ mod never_panics {
             }
         }
     }
+}
+
+#[test]
+fn under_load_initiations_get_cookie_replies() {
+    let (a, b) = pair(None);
+    // Strangers fill the interface's handshake budget (100 a second; nothing resets it without a poll).
+    for i in 0..100u8 {
+        let stranger = Node::new(secret(), "198.19.1.1:1", vec![peer(b.public_key(), Some(B_AT), &["0.0.0.0/0"])]);
+        let mut control = Control::new();
+        stranger.seal(&[ip_packet("198.18.9.9", "198.18.77.2", 80, i)], &mut control);
+        let (_, init) = control.drain().next().unwrap();
+        assert_eq!(b.open(&init, stranger.at, &mut Control::new()), Got::Dropped(DropReason::BadHandshake));
+    }
+    let mut control = Control::new();
+    a.seal(&[ip_packet("198.18.77.1", "198.18.77.2", 80, 0)], &mut control);
+    let (_, init) = control.drain().next().unwrap();
+    let mut reply = Control::new();
+    assert_eq!(b.open(&init, a.at, &mut reply), Got::Dropped(DropReason::BadHandshake));
+    let (to, cookie) = reply.drain().next().expect("a cookie reply");
+    assert_eq!((to, cookie.len(), cookie[0]), (a.at, 64, 3));
+    // A takes the cookie for its next initiation.
+    assert_eq!(a.open(&cookie, b.at, &mut Control::new()), Got::Consumed);
+    assert_eq!(b.framer.peers()[0].endpoint, None, "nothing unauthenticated moved B's peer");
+}
+
+#[test]
+fn simultaneous_initiations_still_deliver_both_queues() {
+    let (a_key, b_key) = (secret(), secret());
+    let a = Node::new(a_key.clone(), A_AT, vec![peer(public_key_bytes(&b_key), Some(B_AT), &["198.18.77.2/32"])]);
+    let b = Node::new(b_key, B_AT, vec![peer(public_key_bytes(&a_key), Some(A_AT), &["198.18.77.1/32"])]);
+    let to_b = ip_packet("198.18.77.1", "198.18.77.2", 100, 1);
+    let to_a = ip_packet("198.18.77.2", "198.18.77.1", 100, 2);
+    let (mut a_control, mut b_control) = (Control::new(), Control::new());
+    assert_eq!(a.seal(std::slice::from_ref(&to_b), &mut a_control).0, Sealed::Held);
+    assert_eq!(b.seal(std::slice::from_ref(&to_a), &mut b_control).0, Sealed::Held);
+    // Both initiations are on the wire before either side hears from the other.
+    let mut arrived = deliver_all(&[&a, &b], vec![(0, a_control), (1, b_control)]);
+    arrived.sort();
+    assert_eq!(arrived, vec![(0, to_a), (1, to_b)]);
 }
