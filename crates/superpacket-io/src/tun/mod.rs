@@ -755,3 +755,46 @@ struct Opened {
     gso_writes: bool,
     queues: Vec<sys::RawQueue>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::declared_ip_len;
+
+    /// `len` bytes starting with an IPv4 header of `ihl` words that declares `total` bytes.
+    fn v4(total: u16, ihl: u8, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x40 | ihl;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p
+    }
+
+    /// `len` bytes starting with an IPv6 header that declares a `payload`-byte payload.
+    fn v6(payload: u16, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&payload.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn only_packets_that_hold_what_their_header_declares_pass() {
+        let cases: [(&str, Vec<u8>, Option<usize>); 12] = [
+            ("ipv4 exact", v4(28, 5, 28), Some(28)),
+            ("ipv4 with options", v4(32, 6, 32), Some(32)),
+            ("ipv4 padded: cut to the total length", v4(28, 5, 44), Some(28)),
+            ("ipv4 total length over the bytes", v4(100, 5, 28), None),
+            ("ipv4 header length below 20", v4(28, 4, 28), None),
+            ("ipv4 total length below the header", v4(20, 6, 28), None),
+            ("ipv4 shorter than a header", v4(19, 5, 19), None),
+            ("ipv6 exact", v6(8, 48), Some(48)),
+            ("ipv6 padded: cut to the payload length", v6(8, 64), Some(48)),
+            ("ipv6 payload length over the bytes", v6(100, 48), None),
+            ("ipv6 shorter than a header", v6(0, 39), None),
+            ("not IP (a TLS record)", vec![0x17, 0x03, 0x03, 0x00, 0x05], None),
+        ];
+        for (name, packet, want) in cases {
+            assert_eq!(declared_ip_len(&packet), want, "{name}");
+        }
+        assert_eq!(declared_ip_len(&[]), None, "empty");
+    }
+}
