@@ -55,5 +55,13 @@ if [ "$("$gobin/actionlint" -version 2>/dev/null | head -n 1)" != "$ACTIONLINT_V
   go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 fi
 
+# wireguard-go, the real WireGuard peer of the interop tests and the bench, pinned; where tools/lab/wireguard.ts
+# looks for it.
+wg_go_bin="bench/.work/bin/wireguard"
+if [ ! -x "$wg_go_bin" ]; then
+  echo "bootstrap: go install $(cat scripts/wireguard-go.version)"
+  GOBIN="$PWD/bench/.work/bin" go install "$(cat scripts/wireguard-go.version)"
+fi
+
 echo "bootstrap: npm ci"
 npm ci --no-audit --no-fund --loglevel=error

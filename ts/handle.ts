@@ -3,7 +3,47 @@
  * @internal
  * @module
  */
-import { closedError, nativeAsync } from './errors.js'
+import { abortedError, closedError, fromNative, nativeAsync, SuperpacketAbortError } from './errors.js'
+import { binding } from './native.js'
+
+type NativeAbort = InstanceType<typeof binding.NativeAbort>
+
+/** Options of a write or send. */
+export interface WriteOptions {
+  /**
+   * Stops the write: it rejects with a {@link SuperpacketAbortError} whose `sent` says how much of it
+   * went out. An abort takes effect between system calls: one already made, or waiting for room in the
+   * socket, finishes first (so nothing is ever half sent, and the count is exact).
+   */
+  signal?: AbortSignal
+}
+
+/**
+ * Runs a native write with `signal` wired to it: an abort before the start rejects with nothing sent
+ * (`sent` 0); later, the native side stops before its next system call and reports what went out, to
+ * which `sentBefore` (what the caller sent itself first) is added.
+ * @internal
+ */
+export async function abortableWrite<T>(
+  signal: AbortSignal | undefined,
+  write: (abort: NativeAbort | undefined) => Promise<T>,
+  sentBefore = 0,
+): Promise<T> {
+  if (signal === undefined) return nativeAsync(write(undefined))
+  if (signal.aborted) throw abortedError(signal, sentBefore)
+  const abort = new binding.NativeAbort()
+  const onAbort = (): void => abort.abort()
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await write(abort)
+  } catch (err) {
+    const e = fromNative(err)
+    if (e instanceof SuperpacketAbortError) throw abortedError(signal, sentBefore + (e.sent ?? 0))
+    throw e
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
 
 /** A closable native object. */
 export interface Closable {

@@ -7,12 +7,13 @@
  */
 export { splitSuperpacket, coalescePackets } from './packet.js'
 export type { CoalesceOptions } from './packet.js'
-export { SuperpacketError } from './errors.js'
+export { SuperpacketError, SuperpacketAbortError } from './errors.js'
 export type { SuperpacketErrorCode } from './errors.js'
 export { Superpacket, VNET_HDR_LEN } from './superpacket.js'
 export type { GsoType } from './superpacket.js'
 export { Tun, PacketWriter } from './tun.js'
-export type { TunOptions, Offloads, TunStats, TunReadOptions, PacketWriterOptions } from './tun.js'
+export type { TunOptions, Offloads, TunStats, TunReadOptions, TunWriteOptions, PacketWriterOptions, PacketWriteResult } from './tun.js'
+export type { WriteOptions } from './handle.js'
 export { UdpSocket, SegmentWriter, DatagramBatch } from './udp.js'
 export type {
   Peer,
@@ -28,4 +29,6 @@ export type {
 export { plainFramer, headerFramer } from './framer.js'
 export type { Framer, NativeFramer, JsFramer, SealBatch } from './framer.js'
 export { Tunnel } from './tunnel.js'
-export type { TunnelOptions, TunnelStats } from './tunnel.js'
+export { wireguard, generatePrivateKey, publicKey, parseWireGuardConfig } from './wireguard.js'
+export type { WireGuardConfig, WireGuardPeerConfig, WireGuardPeer, WireGuardFramer, WireGuardConfigFile } from './wireguard.js'
+export type { TunnelOptions, TunnelStats, DropReasons } from './tunnel.js'

@@ -3,19 +3,71 @@
  * @internal
  * @module
  */
-import { abortedError, fromNative, SuperpacketError } from './errors.js'
+import { abortedError, busyError, fromNative, SuperpacketAbortError, SuperpacketError } from './errors.js'
 
 /**
  * Runs one native read at a time. Aborting a read does not lose what the native read returns later: the
- * result is kept and handed to the next read.
+ * result is kept and handed to the next read. A read asked for while another runs waits for its turn and
+ * gets the next batch (distinct data, never the same batch twice), unless the reads share one reused
+ * buffer (`exclusive`): then it fails with `ERR_SUPERPACKET_BUSY`, since its data would overwrite what
+ * the running read is about to hand out.
  * @internal
  */
 export class ReadQueue<T> {
+  /** The native read in flight; after an abort, its result waits here for the next read. */
   #pending: Promise<T> | undefined
+  /** Whether a read holds the turn. */
+  #busy = false
+  /** Reads waiting for the turn, first come first served. */
+  readonly #waiting: (() => void)[] = []
 
-  constructor(private readonly start: () => Promise<T>) {}
+  constructor(
+    private readonly start: () => Promise<T>,
+    private readonly exclusive: boolean,
+  ) {}
 
-  async read(signal?: AbortSignal): Promise<T> {
+  read(signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(abortedError(signal))
+    if (!this.#busy) {
+      this.#busy = true
+      return this.#run(signal)
+    }
+    if (this.exclusive) {
+      return Promise.reject(
+        busyError('another read of this queue is running; with reuseBuffers, reads of one queue or socket run one at a time'),
+      )
+    }
+    return this.#turn(signal).then(() => this.#run(signal))
+  }
+
+  /** Resolves when the running read hands the turn over (the turn stays taken), rejects on abort. */
+  #turn(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const wake = (): void => {
+        signal?.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      const onAbort = (): void => {
+        const i = this.#waiting.indexOf(wake)
+        if (i >= 0) this.#waiting.splice(i, 1)
+        reject(abortedError(signal!))
+      }
+      this.#waiting.push(wake)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  async #run(signal?: AbortSignal): Promise<T> {
+    try {
+      return await this.#once(signal)
+    } finally {
+      const next = this.#waiting.shift()
+      if (next === undefined) this.#busy = false
+      else next()
+    }
+  }
+
+  async #once(signal?: AbortSignal): Promise<T> {
     signal?.throwIfAborted()
     const p = (this.#pending ??= this.start())
     const done = () => {
@@ -40,7 +92,7 @@ export class ReadQueue<T> {
       done()
       return value
     } catch (err) {
-      if (err instanceof SuperpacketError && err.code === 'ERR_SUPERPACKET_ABORTED') {
+      if (err instanceof SuperpacketAbortError) {
         // Keep the native read; its result goes to the next read. Avoid an unhandled rejection meanwhile.
         p.catch(() => {})
         throw err
@@ -50,6 +102,54 @@ export class ReadQueue<T> {
     } finally {
       signal.removeEventListener('abort', onAbort)
     }
+  }
+}
+
+/**
+ * Reused read buffers (`reuseBuffers`), each with how many writes still need its bytes after an `await`.
+ * A read into a buffer that a write holds would change the bytes under that write, so it fails with
+ * `ERR_SUPERPACKET_BUSY` instead.
+ */
+const holds = new WeakMap<ArrayBufferLike, number>()
+
+/**
+ * A buffer that reads of one queue or socket reuse: every read of it checks {@link checkNotHeld} first.
+ * @internal
+ */
+export function reusedBuffer(size: number): Buffer {
+  const b = Buffer.allocUnsafeSlow(size)
+  holds.set(b.buffer, 0)
+  return b
+}
+
+/**
+ * Marks the reused buffers that `views` point into as held until the returned function is called (once).
+ * Views of other memory are not tracked.
+ * @internal
+ */
+export function hold(views: readonly Uint8Array[]): () => void {
+  const held: ArrayBufferLike[] = []
+  for (const v of views) {
+    const n = holds.get(v.buffer)
+    if (n !== undefined && !held.includes(v.buffer)) {
+      holds.set(v.buffer, n + 1)
+      held.push(v.buffer)
+    }
+  }
+  return () => {
+    for (const b of held.splice(0)) holds.set(b, Math.max(0, (holds.get(b) ?? 1) - 1))
+  }
+}
+
+/**
+ * Throws `ERR_SUPERPACKET_BUSY` if a write still holds `buf`.
+ * @internal
+ */
+export function checkNotHeld(buf: Buffer): void {
+  if ((holds.get(buf.buffer) ?? 0) > 0) {
+    throw busyError(
+      'a write still uses the data of the previous read from this reused buffer: await the write before the next read, or copy the data',
+    )
   }
 }
 

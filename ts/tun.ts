@@ -2,12 +2,12 @@
  * TUN devices with segmentation offloads.
  * @module
  */
-import { invalidArgument, native, nativeAsync } from './errors.js'
-import { NativeHandle } from './handle.js'
-import type { DatagramBatch } from './udp.js'
-import { checkJsFramer, isNativeFramer, type Framer } from './framer.js'
+import { abortedError, invalidArgument, native, nativeAsync } from './errors.js'
+import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
+import type { DatagramBatch, Peer, UdpSocket } from './udp.js'
+import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type NativeFramer } from './framer.js'
 import { binding } from './native.js'
-import { iterate, ReadQueue, SyncFirst } from './reader.js'
+import { checkNotHeld, hold, iterate, ReadQueue, reusedBuffer, SyncFirst } from './reader.js'
 import { Superpacket, VNET_HDR_LEN } from './superpacket.js'
 
 type NativeTun = InstanceType<typeof binding.NativeTun>
@@ -33,7 +33,10 @@ export interface TunOptions {
    * allocation per read and keeps memory flat under load (otherwise each read's buffer lives until V8's
    * next garbage collection, tens of MiB at gigabits per second). The price: a {@link Superpacket} read
    * is valid only until the next read of its queue starts, so with `for await` until the loop asks for
-   * the next superpacket. Copy what you keep (`Buffer.from(sp.frame)`).
+   * the next superpacket. Copy what you keep (`Buffer.from(sp.frame)`). Misuse is caught, never undefined
+   * behaviour: a read while another read of the queue runs, or while a write still needs the previous
+   * read's bytes after an `await`, fails with `ERR_SUPERPACKET_BUSY`; a buffer transferred away
+   * (`postMessage`, `structuredClone`) is replaced by a new one.
    */
   reuseBuffers?: boolean
   /** Number of queues (IFF_MULTI_QUEUE when above 1). Default 1. */
@@ -86,8 +89,17 @@ export interface TunStats {
 export interface TunReadOptions {
   /** Which queue (default 0). */
   queue?: number
-  /** Ends the read with `ERR_SUPERPACKET_ABORTED`; a frame that arrives later is kept for the next read. */
+  /**
+   * Ends the read with a {@link SuperpacketAbortError} (`name` `'AbortError'`, `code` `'ABORT_ERR'`); a
+   * frame that arrives later is kept for the next read.
+   */
   signal?: AbortSignal
+}
+
+/** Options of {@link Tun.write} and {@link Tun.writePackets}. */
+export interface TunWriteOptions extends WriteOptions {
+  /** Which queue (default 0). */
+  queue?: number
 }
 
 /** Options of {@link Tun.packetWriter}. */
@@ -96,6 +108,16 @@ export interface PacketWriterOptions {
   framer?: Framer
   /** Which queue to write to (default 0). */
   queue?: number
+  /**
+   * The socket the datagrams come in on: the framer's replies (WireGuard handshake responses, cookie
+   * replies) are sent from it. Without it they are dropped.
+   */
+  socket?: UdpSocket
+  /**
+   * Accept datagrams only from this address (for framers that authenticate nothing, such as plain and
+   * header framers); others are dropped and counted as `wrong-source`. Needs `socket`.
+   */
+  peer?: Peer
 }
 
 const MAX_FRAMES_PER_READ = 32
@@ -128,12 +150,12 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
   private constructor(n: NativeTun, reuseBuffers: boolean) {
     super(n, 'the TUN')
     const info = n.info()
-    if (reuseBuffers) this.#reused = Array.from({ length: info.queues }, () => Buffer.allocUnsafeSlow(REUSED_READ_BYTES))
+    if (reuseBuffers) this.#reused = Array.from({ length: info.queues }, () => reusedBuffer(REUSED_READ_BYTES))
     this.name = info.name
     this.mtu = info.mtu
     this.queues = info.queues
     this.offloads = Object.freeze({ ...info.offloads })
-    this.#readers = Array.from({ length: info.queues }, (_, q) => new ReadQueue(() => this.#readBatch(q)))
+    this.#readers = Array.from({ length: info.queues }, (_, q) => new ReadQueue(() => this.#readBatch(q), reuseBuffers))
   }
 
   /**
@@ -163,20 +185,24 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
 
   async #readBatch(queue: number): Promise<Superpacket[]> {
     const n = this.native
-    const into = this.#reused?.[queue]
     const batch =
-      into === undefined
+      this.#reused === undefined
         ? await this.#sync.run(
             () => n.tryRead(queue, MAX_FRAMES_PER_READ),
             () => n.read(queue, MAX_FRAMES_PER_READ),
           )
-        : {
-            data: into,
-            ...(await this.#sync.run(
-              () => n.tryReadInto(queue, into, MAX_FRAMES_PER_READ),
-              () => n.readInto(queue, into, MAX_FRAMES_PER_READ),
-            )),
-          }
+        : await this.#sync.run(
+            () => this.#tryReadInto(n, queue),
+            async () => {
+              // The wait happens in native memory; the frame is copied into the JS buffer here, on the JS
+              // thread. `null` only if another read took the staged frame first.
+              for (;;) {
+                await n.readStaged(queue)
+                const r = this.#tryReadInto(n, queue)
+                if (r !== null) return r
+              }
+            },
+          )
     const out: Superpacket[] = new Array(batch.lengths.length)
     let off = 0
     for (let i = 0; i < batch.lengths.length; i++) {
@@ -185,6 +211,17 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
       off += len
     }
     return out
+  }
+
+  /** With `reuseBuffers`: reads what is ready straight into the queue's buffer, on the JS thread. */
+  #tryReadInto(n: NativeTun, queue: number): { data: Buffer; lengths: number[]; segments: number[] } | null {
+    const reused = this.#reused!
+    let into = reused[queue]!
+    // Transferred away (detached): reads go on in a new buffer.
+    if (into.byteLength === 0) into = reused[queue] = reusedBuffer(REUSED_READ_BYTES)
+    checkNotHeld(into)
+    const r = n.tryReadInto(queue, into, MAX_FRAMES_PER_READ)
+    return r === null ? null : { data: into, lengths: r.lengths, segments: r.segments }
   }
 
   /** Reads a batch of frames (at least one), waiting until one arrives. */
@@ -211,17 +248,30 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
 
   /**
    * Writes frames (virtio_net_hdr + IP packet). A GSO frame the kernel rejects is split and written again
-   * packet by packet, and coalescing is switched off: nothing is lost.
+   * packet by packet, and coalescing is switched off: nothing is lost. The frames are copied when the call
+   * is made, so their buffers are free again at once. `options` is the queue number or
+   * {@link TunWriteOptions}; an abort stops the write before its next frame (`sent`: frames written).
    */
-  async write(frames: Superpacket | Uint8Array | readonly (Superpacket | Uint8Array)[], queue = 0): Promise<void> {
+  async write(
+    frames: Superpacket | Uint8Array | readonly (Superpacket | Uint8Array)[],
+    options: number | TunWriteOptions = {},
+  ): Promise<void> {
+    const { queue = 0, signal } = typeof options === 'number' ? { queue: options } : options
     const list = Array.isArray(frames) ? frames : [frames as Superpacket | Uint8Array]
     const bufs = list.map((f) => (f instanceof Superpacket ? f.frame : f))
-    await nativeAsync(this.native.writeFrames(queue, bufs))
+    const n = this.native
+    await abortableWrite(signal, (abort) => n.writeFrames(queue, bufs, abort))
   }
 
-  /** Coalesces IP packets (by the kernel's GRO rules, as far as the offloads allow) and writes them. */
-  async writePackets(packets: readonly Uint8Array[], queue = 0): Promise<void> {
-    await nativeAsync(this.native.writePackets(queue, packets as Uint8Array[]))
+  /**
+   * Coalesces IP packets (by the kernel's GRO rules, as far as the offloads allow) and writes them. The
+   * packets are copied when the call is made. `options` is the queue number or {@link TunWriteOptions};
+   * an abort takes effect only before the write starts (`sent` 0), as TUN writes do not wait.
+   */
+  async writePackets(packets: readonly Uint8Array[], options: number | TunWriteOptions = {}): Promise<void> {
+    const { queue = 0, signal } = typeof options === 'number' ? { queue: options } : options
+    const n = this.native
+    await abortableWrite(signal, (abort) => n.writePackets(queue, packets as Uint8Array[], abort))
   }
 
   /** A writer that opens received datagrams with a framer, coalesces their packets and writes them here. */
@@ -235,6 +285,18 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
   }
 }
 
+/** What one {@link PacketWriter.write} did. */
+export interface PacketWriteResult {
+  /** Packets written to the TUN. */
+  packets: number
+  /** Datagrams dropped: by the framer, the source check or the TUN (see {@link PacketWriter.dropReasons}). */
+  dropped: number
+  /** Control messages the framer consumed (handshakes, keepalives). */
+  consumed: number
+  /** Replies the framer sent from the writer's socket (handshake responses, cookie replies). */
+  controlSent: number
+}
+
 /**
  * Datagrams → opened by a framer → coalesced into superpackets → TUN writes. Get one from
  * {@link Tun.packetWriter}.
@@ -243,6 +305,7 @@ export class PacketWriter {
   readonly #tun: Tun
   readonly #framer: Framer | undefined
   readonly #queue: number
+  readonly #options: PacketWriterOptions
   #native: InstanceType<typeof binding.NativePacketWriter> | undefined
 
   /** @internal */
@@ -250,19 +313,64 @@ export class PacketWriter {
     this.#tun = tun
     this.#framer = options.framer
     this.#queue = options.queue ?? 0
+    this.#options = options
     if (this.#framer !== undefined && !isNativeFramer(this.#framer)) checkJsFramer(this.#framer)
   }
 
-  /** Opens, coalesces and writes every datagram of the batch. Datagrams the framer drops are counted, not written. */
-  async write(batch: DatagramBatch): Promise<void> {
+  /**
+   * Opens, coalesces and writes every datagram of the batch. Datagrams that are dropped (the framer
+   * refused them, they came from another address than `peer`, or the TUN refused their packet) are
+   * counted and cost no other datagram its delivery; the write does not fail because of them.
+   *
+   * With a native framer the batch is copied when the call is made (and opened in that copy), so its
+   * buffer is free again at once, even with `reuseBuffers`. A {@link JsFramer} gets views of the batch; a
+   * reused receive buffer stays held (the next receive fails with `ERR_SUPERPACKET_BUSY`) until its
+   * `open` has returned. An abort (`options.signal`) takes effect only before the packets are written,
+   * with `sent` 0: nothing of the batch was written.
+   */
+  async write(batch: DatagramBatch, options: WriteOptions = {}): Promise<PacketWriteResult> {
+    const { signal } = options
     const f = this.#framer
     if (f === undefined || isNativeFramer(f)) {
-      this.#native ??= native(() => new binding.NativePacketWriter(this.#tun.native, this.#queue, f?.spec ?? { type: 'plain' }))
-      await nativeAsync(this.#native.write(batch.buffer, batch.lengths))
-      return
+      const n = (this.#native ??= this.#makeNative(f))
+      const m = batch.messages
+      const counts = new Uint32Array(m.length)
+      const ports = new Uint32Array(m.length)
+      const addresses: string[] = new Array(m.length)
+      for (let i = 0; i < m.length; i++) {
+        counts[i] = m[i]!.count
+        ports[i] = m[i]!.port
+        addresses[i] = m[i]!.address
+      }
+      return await abortableWrite(signal, (abort) => n.write(batch.buffer, batch.lengths, counts, addresses, ports, abort))
     }
-    const opened = await f.open(batch.datagrams())
-    const packets = opened.filter((p): p is Uint8Array => p !== null && p.length > 0)
-    if (packets.length > 0) await this.#tun.writePackets(packets, this.#queue)
+    if (signal?.aborted) throw abortedError(signal, 0)
+    const datagrams = batch.datagrams()
+    const release = hold(datagrams)
+    let packets: Uint8Array[]
+    let opened: readonly (Uint8Array | null)[]
+    try {
+      opened = await f.open(datagrams)
+      packets = opened.filter((p): p is Uint8Array => p !== null && p.length > 0)
+      // The write copies the packets at the call, so the batch is free once it is made.
+      const written = packets.length > 0 ? this.#tun.writePackets(packets, { queue: this.#queue, signal }) : undefined
+      release()
+      await written
+    } finally {
+      release()
+    }
+    return { packets: packets.length, dropped: opened.length - packets.length, consumed: 0, controlSent: 0 }
+  }
+
+  /** Drops by reason since the writer was made (native framers only; reasons with no drop left out). */
+  dropReasons(): Record<string, number> {
+    return this.#native === undefined ? {} : native(() => this.#native!.dropReasons())
+  }
+
+  #makeNative(f: NativeFramer | undefined): InstanceType<typeof binding.NativePacketWriter> {
+    const { socket, peer } = this.#options
+    const p = peer === undefined || socket === undefined ? undefined : socket.peer(peer.address, peer.port)
+    if (peer !== undefined && socket === undefined) throw invalidArgument('packetWriter: a peer needs the socket it is reached through')
+    return native(() => new binding.NativePacketWriter(this.#tun.native, this.#queue, nativeFramerOf(f), socket?.native, p?.native))
   }
 }

@@ -7,6 +7,7 @@ import { isNativeFramer, nativeFramerOf, type NativeFramer } from './framer.js'
 import { binding } from './native.js'
 import type { Tun, TunStats } from './tun.js'
 import type { Peer, UdpSocket, UdpStats } from './udp.js'
+import { isWireGuard, type WireGuardPeer } from './wireguard.js'
 
 /** How a {@link Tunnel} runs. */
 export interface TunnelOptions {
@@ -85,6 +86,7 @@ export interface TunnelStats {
  */
 export class Tunnel implements AsyncDisposable {
   readonly #native: InstanceType<typeof binding.NativeTunnel>
+  readonly #framer: NativeFramer | undefined
   /** Keeps the process alive while the tunnel runs, as a listening server does. */
   #keepAlive: NodeJS.Timeout | undefined = setInterval(() => {}, 2 ** 31 - 1)
   /**
@@ -94,8 +96,9 @@ export class Tunnel implements AsyncDisposable {
    */
   readonly closed: Promise<void>
 
-  private constructor(n: InstanceType<typeof binding.NativeTunnel>) {
+  private constructor(n: InstanceType<typeof binding.NativeTunnel>, framer: NativeFramer | undefined) {
     this.#native = n
+    this.#framer = framer
     this.closed = nativeAsync(n.closed()).finally(() => {
       clearInterval(this.#keepAlive)
       this.#keepAlive = undefined
@@ -115,7 +118,7 @@ export class Tunnel implements AsyncDisposable {
       () =>
         new binding.NativeTunnel(options.tun.native, options.socket.native, f, peer?.address, peer?.port, options.learnPeer ?? false),
     )
-    const tunnel = new Tunnel(n)
+    const tunnel = new Tunnel(n, framer)
     if (signal?.aborted) {
       await tunnel.stop()
       throw abortedError(signal)
@@ -132,6 +135,11 @@ export class Tunnel implements AsyncDisposable {
   get peer(): Peer | undefined {
     const p = native(() => this.#native.peer())
     return p == null ? undefined : { address: p[0], port: p[1] }
+  }
+
+  /** The WireGuard peers with their endpoints, handshakes and byte counts (empty for other framers). */
+  peers(): WireGuardPeer[] {
+    return isWireGuard(this.#framer) ? this.#framer.peers() : []
   }
 
   /** Current counters. */

@@ -3,15 +3,17 @@
  * @module
  */
 import { isIPv6 } from 'node:net'
-import { invalidArgument, native, nativeAsync } from './errors.js'
-import { NativeHandle } from './handle.js'
-import { checkJsFramer, isNativeFramer, type Framer, type JsFramer } from './framer.js'
+import { abortedError, invalidArgument, native, nativeAsync } from './errors.js'
+import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
+import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type JsFramer, type NativeFramer, type NativeFramerHandle } from './framer.js'
 import { binding } from './native.js'
-import { iterate, ReadQueue, SyncFirst } from './reader.js'
+import { checkNotHeld, hold, iterate, ReadQueue, reusedBuffer, SyncFirst } from './reader.js'
 import { Superpacket } from './superpacket.js'
 
 type NativeUdp = InstanceType<typeof binding.NativeUdp>
 type NativeSegmentWriter = InstanceType<typeof binding.NativeSegmentWriter>
+type NativePeer = InstanceType<typeof binding.NativePeer>
+type NativeAbort = InstanceType<typeof binding.NativeAbort>
 
 /** Where datagrams go or come from. */
 export interface Peer {
@@ -19,6 +21,29 @@ export interface Peer {
   address: string
   /** UDP port. */
   port: number
+}
+
+/**
+ * A destination checked and parsed once by {@link UdpSocket.peer}. Pass it wherever a {@link Peer} goes
+ * (`send`, `sendBatch`, `sendSegments`, `segmentWriter`): those calls then parse no address.
+ */
+export class UdpPeer implements Peer {
+  /** IPv4 or IPv6 address, as parsed. */
+  readonly address: string
+  /** UDP port. */
+  readonly port: number
+  /** @internal */
+  readonly native: NativePeer
+  /** @internal the socket that checked it */
+  readonly owner: NativeUdp
+
+  /** @internal */
+  constructor(owner: NativeUdp, peer: NativePeer) {
+    this.owner = owner
+    this.native = peer
+    this.address = peer.address
+    this.port = peer.port
+  }
 }
 
 /** The address a socket is bound to. */
@@ -52,7 +77,10 @@ export interface UdpSocketOptions {
   /**
    * Receive into one buffer that every receive reuses (default false): no allocation per receive and
    * flat memory under load. The price: a {@link DatagramBatch} is valid only until the next receive
-   * starts, so with `for await` until the loop asks for the next batch. Copy what you keep.
+   * starts, so with `for await` until the loop asks for the next batch. Copy what you keep. Misuse is
+   * caught, never undefined behaviour: a receive while another runs, or while a write still needs the
+   * previous batch's bytes after an `await`, fails with `ERR_SUPERPACKET_BUSY`; a buffer transferred away
+   * (`postMessage`, `structuredClone`) is replaced by a new one.
    */
   reuseBuffers?: boolean
 }
@@ -145,7 +173,10 @@ export class DatagramBatch {
 
 /** Options of a single receive. */
 export interface ReceiveOptions {
-  /** Ends the receive with `ERR_SUPERPACKET_ABORTED`; datagrams that arrive later are kept for the next one. */
+  /**
+   * Ends the receive with a {@link SuperpacketAbortError} (`name` `'AbortError'`, `code` `'ABORT_ERR'`);
+   * datagrams that arrive later are kept for the next receive.
+   */
   signal?: AbortSignal
 }
 
@@ -154,6 +185,9 @@ export interface SegmentWriterOptions {
   /** Seals each segment before it is sent (default: plain). */
   framer?: Framer
 }
+
+/** What a send that went out at once returns. */
+const DONE: Promise<void> = Promise.resolve()
 
 function checkPeer(peer: Peer): void {
   if (typeof peer?.address !== 'string' || !Number.isInteger(peer.port) || peer.port < 1 || peer.port > 65535) {
@@ -173,6 +207,10 @@ function checkPeer(peer: Peer): void {
 export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<DatagramBatch> {
   readonly #reader: ReadQueue<DatagramBatch>
   readonly #sync = new SyncFirst()
+  /** {@link Peer} objects already parsed with the address and port they had, so reusing one parses it once. */
+  readonly #peers = new WeakMap<Peer, { address: string; port: number; parsed: UdpPeer }>()
+  /** The last send that had to wait for room: later sends queue behind it, so datagrams keep their order. */
+  #waiting: Promise<void> | undefined
   /** The bound address. */
   readonly address: Readonly<BoundAddress>
 
@@ -180,18 +218,37 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
     super(n, 'the UDP socket')
     const info = n.info()
     this.address = Object.freeze({ address: info.address, port: info.port, family: isIPv6(info.address) ? 'IPv6' : 'IPv4' })
-    const into = reuseBuffers ? Buffer.allocUnsafeSlow(info.recvRoom) : undefined
+    let into = reuseBuffers ? reusedBuffer(info.recvRoom) : undefined
+    /** Receives what is queued straight into the reused buffer, on the JS thread. */
+    const tryRecvInto = (n: NativeUdp, buf: Buffer): DatagramBatch | null => {
+      // Transferred away (detached): receives go on in a new buffer.
+      if (buf.byteLength === 0) buf = into = reusedBuffer(info.recvRoom)
+      checkNotHeld(buf)
+      const r = n.tryRecvInto(buf)
+      if (r === null) return null
+      let total = 0
+      for (const len of r.lengths) total += len
+      return new DatagramBatch(buf.subarray(0, total), r.lengths, r.messages)
+    }
     this.#reader = new ReadQueue(async () => {
       const n = this.native
       if (into !== undefined) {
-        const r = await this.#sync.run(() => n.tryRecvInto(into), () => n.recvInto(into))
-        let total = 0
-        for (const len of r.lengths) total += len
-        return new DatagramBatch(into.subarray(0, total), r.lengths, r.messages)
+        return await this.#sync.run(
+          () => tryRecvInto(n, into!),
+          async () => {
+            // The wait happens in native memory; the datagrams are copied into the JS buffer here, on the
+            // JS thread. `null` only if another receive took the staged batch first.
+            for (;;) {
+              await n.recvStaged()
+              const b = tryRecvInto(n, into!)
+              if (b !== null) return b
+            }
+          },
+        )
       }
       const r = await this.#sync.run(() => n.tryRecv(), () => n.recv())
       return new DatagramBatch(r.data, r.lengths, r.messages)
-    })
+    }, reuseBuffers)
   }
 
   /** Binds a socket. */
@@ -233,37 +290,160 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
     return this.batches()
   }
 
-  /** Sends one datagram. */
-  async send(peer: Peer, data: Uint8Array): Promise<void> {
+  /**
+   * Checks and parses a destination once. The returned {@link UdpPeer} goes wherever a {@link Peer} does;
+   * reuse it for every send to that destination. An IPv6 address on an IPv4 socket, a port outside
+   * 1..65535 or a malformed address is `ERR_SUPERPACKET_INVALID_ARGUMENT`.
+   */
+  peer(address: string, port: number): UdpPeer {
+    if (typeof address !== 'string' || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw invalidArgument('a peer is an address string and a port from 1 to 65535')
+    }
+    const n = this.native
+    return new UdpPeer(n, native(() => n.peer(address, port)))
+  }
+
+  /** The parsed form of `peer` for this socket (parsed now unless it was before). */
+  #resolve(peer: Peer): UdpPeer {
+    if (peer instanceof UdpPeer && peer.owner === this.native) return peer
+    const known = this.#peers.get(peer)
+    if (known !== undefined && known.address === peer.address && known.port === peer.port) return known.parsed
     checkPeer(peer)
-    await nativeAsync(this.native.sendBatch([peer.address], [peer.port], [data]))
+    const parsed = this.peer(peer.address, peer.port)
+    this.#peers.set(peer, { address: peer.address, port: peer.port, parsed })
+    return parsed
+  }
+
+  /**
+   * Runs `trySend` on the JS thread (one system call, no thread hop) and, for what it could not send
+   * because the socket is full, waits with `rest`. While an earlier send waits, later ones queue behind it.
+   */
+  #send(
+    trySend: () => boolean,
+    rest: (abort: NativeAbort | undefined) => Promise<void>,
+    signal: AbortSignal | undefined,
+    sentBefore: () => number,
+  ): Promise<void> {
+    if (signal?.aborted) return Promise.reject(abortedError(signal, 0))
+    if (this.#waiting === undefined && native(trySend)) return DONE
+    const before = this.#waiting ?? DONE
+    const go = (): Promise<void> => abortableWrite(signal, rest, sentBefore())
+    const op = before.then(go, go)
+    this.#waiting = op
+    const settled = (): void => {
+      if (this.#waiting === op) this.#waiting = undefined
+    }
+    op.then(settled, settled)
+    return op
+  }
+
+  /**
+   * Sends one datagram: straight from the JS thread while the socket has room. `data` is copied if the
+   * send has to wait. An abort takes effect before the send starts (`sent` 0).
+   */
+  send(peer: Peer, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    try {
+      const p = this.#resolve(peer)
+      const n = this.native
+      return this.#send(
+        () => n.trySendTo(p.native, data),
+        () => n.sendTo(p.address, p.port, data),
+        options.signal,
+        () => 0,
+      )
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
   /**
    * Sends `data` as datagrams of `segmentSize` bytes (the last may be shorter) with one UDP_SEGMENT send per
    * 64 datagrams. Without GSO, or when the kernel rejects it, the datagrams go out one by one: nothing is lost.
+   * What has to wait for room is copied first. An abort stops it before its next system call (`sent`: the
+   * datagrams that went out).
    */
-  async sendSegments(peer: Peer, data: Uint8Array, segmentSize: number): Promise<void> {
-    checkPeer(peer)
-    if (!Number.isInteger(segmentSize) || segmentSize < 1 || segmentSize > 65507) throw invalidArgument('segmentSize must be 1 to 65507')
-    const n = this.native
-    // Straight from the JS thread while the socket has room; the rest waits on the reactor.
-    const sent = native(() => n.trySendSegments(peer.address, peer.port, data, segmentSize))
-    if (sent < data.length) await nativeAsync(n.sendSegments(peer.address, peer.port, data.subarray(sent), segmentSize))
+  sendSegments(peer: Peer, data: Uint8Array, segmentSize: number, options: WriteOptions = {}): Promise<void> {
+    try {
+      if (!Number.isInteger(segmentSize) || segmentSize < 1 || segmentSize > 65507) throw invalidArgument('segmentSize must be 1 to 65507')
+      const p = this.#resolve(peer)
+      const n = this.native
+      let sent = 0
+      return this.#send(
+        () => (sent = n.trySendSegments(p.native, data, segmentSize)) === data.length,
+        (abort) => n.sendSegments(p.address, p.port, data.subarray(sent), segmentSize, abort),
+        options.signal,
+        () => sent / segmentSize,
+      )
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
-  /** Sends datagrams to several peers with sendmmsg. */
-  async sendBatch(messages: readonly ({ data: Uint8Array } & Peer)[]): Promise<void> {
+  /**
+   * Sends datagrams with sendmmsg (up to 64 per system call), straight from the JS thread while the socket
+   * has room. Two forms:
+   * - `sendBatch(peer, buffer, lengths)`: the datagrams lie back to back in `buffer`, `lengths[i]` bytes
+   *   each (the lengths must add up to `buffer.length`), all to `peer`. No object per datagram: the fast form.
+   * - `sendBatch(messages)`: one `{ address, port, data }` per datagram, to several peers.
+   *
+   * What has to wait for room is copied first. An abort takes effect before the waiting part starts
+   * (`sent`: the datagrams that went out before).
+   */
+  sendBatch(peer: Peer, buffer: Uint8Array, lengths: Uint32Array | readonly number[], options?: WriteOptions): Promise<void>
+  sendBatch(messages: readonly ({ data: Uint8Array } & Peer)[], options?: WriteOptions): Promise<void>
+  sendBatch(
+    target: Peer | readonly ({ data: Uint8Array } & Peer)[],
+    bufferOrOptions?: Uint8Array | WriteOptions,
+    lengths?: Uint32Array | readonly number[],
+    options: WriteOptions = {},
+  ): Promise<void> {
+    try {
+      if (Array.isArray(target)) {
+        const opts = bufferOrOptions instanceof Uint8Array ? {} : (bufferOrOptions ?? {})
+        return this.#sendMessages(target as readonly ({ data: Uint8Array } & Peer)[], opts.signal)
+      }
+      const buffer = bufferOrOptions
+      if (!(buffer instanceof Uint8Array)) throw invalidArgument('sendBatch(peer, buffer, lengths) needs a Uint8Array buffer')
+      if (!(lengths instanceof Uint32Array) && !Array.isArray(lengths)) {
+        throw invalidArgument('sendBatch(peer, buffer, lengths) needs lengths as a Uint32Array or an array of numbers')
+      }
+      const lens = lengths instanceof Uint32Array ? lengths : Uint32Array.from(lengths)
+      const p = this.#resolve(target as Peer)
+      const n = this.native
+      let next = 0
+      return this.#send(
+        () => (next = n.trySendLengths(p.native, buffer, lens, 0)) === lens.length,
+        () => n.sendLengths(p.address, p.port, buffer, lens, next),
+        options.signal,
+        () => next,
+      )
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  async #sendMessages(messages: readonly ({ data: Uint8Array } & Peer)[], signal: AbortSignal | undefined): Promise<void> {
     messages.forEach(checkPeer)
-    await nativeAsync(
-      this.native.sendBatch(messages.map((m) => m.address), messages.map((m) => m.port), messages.map((m) => m.data)),
-    )
+    const n = this.native
+    const send = (abort: NativeAbort | undefined): Promise<void> =>
+      n.sendBatch(messages.map((m) => m.address), messages.map((m) => m.port), messages.map((m) => m.data), abort)
+    await (this.#waiting === undefined ? abortableWrite(signal, send) : this.#send(() => false, send, signal, () => 0))
   }
 
-  /** A writer that splits superpackets straight into framed datagrams for `peer`, one GSO send per 64. */
-  segmentWriter(peer: Peer, options: SegmentWriterOptions = {}): SegmentWriter {
-    checkPeer(peer)
-    return new SegmentWriter(this, peer, options.framer)
+  /**
+   * A writer that splits superpackets straight into framed datagrams for `peer`, one GSO send per 64.
+   * With a framer that routes (WireGuard), leave the peer out: `segmentWriter({ framer })` sends each
+   * superpacket to the peer whose allowed IPs hold its inner destination.
+   */
+  segmentWriter(peer: Peer, options?: SegmentWriterOptions): SegmentWriter
+  segmentWriter(options: SegmentWriterOptions & { framer: NativeFramer }): SegmentWriter
+  segmentWriter(peerOrOptions: Peer | SegmentWriterOptions, options: SegmentWriterOptions = {}): SegmentWriter {
+    if ('address' in peerOrOptions) return new SegmentWriter(this, this.#resolve(peerOrOptions), options.framer)
+    const framer = peerOrOptions.framer
+    if (framer === undefined || !isNativeFramer(framer) || !framer.routes) {
+      throw invalidArgument('segmentWriter needs a peer unless its framer routes by itself (WireGuard)')
+    }
+    return new SegmentWriter(this, undefined, framer)
   }
 
   /**
@@ -289,46 +469,69 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
 export class SegmentWriter {
   readonly #native: NativeSegmentWriter
   readonly #js: JsFramer | undefined
+  readonly #framer: NativeFramerHandle
 
   /** @internal */
-  constructor(socket: UdpSocket, peer: Peer, framer: Framer | undefined) {
+  constructor(socket: UdpSocket, peer: UdpPeer | undefined, framer: Framer | undefined) {
     if (framer !== undefined && !isNativeFramer(framer)) {
       checkJsFramer(framer)
       this.#js = framer
+      if (peer === undefined) throw invalidArgument('a segment writer with a JS framer needs a peer')
     }
-    const spec =
-      framer === undefined
-        ? { type: 'plain' as const }
-        : isNativeFramer(framer)
-          ? framer.spec
-          : { type: 'reserve' as const, headroom: framer.headroom, tailroom: framer.tailroom }
-    this.#native = native(() => new binding.NativeSegmentWriter(socket.native, peer.address, peer.port, spec))
+    const f = nativeFramerOf(framer)
+    // Held so that the framer (and the timers it runs for this socket) lives as long as the writer.
+    this.#framer = f
+    this.#native = native(() => new binding.NativeSegmentWriter(socket.native, f, peer?.native))
   }
 
-  /** Segments, frames and sends one superpacket or several. */
-  async write(superpackets: Superpacket | Uint8Array | readonly (Superpacket | Uint8Array)[]): Promise<void> {
+  /**
+   * Segments, frames and sends one superpacket or several. Superpackets read with `reuseBuffers` stay
+   * held while the write still needs them after an `await` (the socket was full, or a {@link JsFramer}
+   * seals): a read of their queue meanwhile fails with `ERR_SUPERPACKET_BUSY` instead of changing them.
+   * An abort (`options.signal`) takes effect between superpackets, never inside one (`sent`: the
+   * superpackets that went out whole; a superpacket is never left half sent).
+   */
+  async write(superpackets: Superpacket | Uint8Array | readonly (Superpacket | Uint8Array)[], options: WriteOptions = {}): Promise<void> {
+    const { signal } = options
     const list = Array.isArray(superpackets) ? superpackets : [superpackets as Superpacket | Uint8Array]
     const frames = list.map((f) => (f instanceof Superpacket ? f.frame : f))
     const js = this.#js
-    if (js === undefined) {
-      // Sealed and sent on the JS thread while the socket has room; only a full socket costs a wait.
-      let i = 0
-      while (i < frames.length) {
-        const r = native(() => this.#native.tryWrite(i === 0 ? frames : frames.slice(i)))
-        i += r.accepted
-        if (r.pending) await nativeAsync(this.#native.flush())
+    let release: (() => void) | undefined
+    try {
+      if (js === undefined) {
+        // Sealed and sent on the JS thread while the socket has room; only a full socket costs a wait.
+        let i = 0
+        while (i < frames.length) {
+          if (signal?.aborted) throw abortedError(signal, i)
+          const r = native(() => this.#native.tryWrite(i === 0 ? frames : frames.slice(i)))
+          i += r.accepted
+          if (r.pending) {
+            // Frames not yet taken are read after the wait.
+            if (i < frames.length) release ??= hold(frames)
+            await nativeAsync(this.#native.flush())
+          }
+        }
+        return
       }
-      return
-    }
-    for (const frame of frames) {
-      const p = native(() => this.#native.prepare(frame))
-      const slots: Buffer[] = new Array(p.count)
-      for (let i = 0; i < p.count; i++) {
-        const start = i * p.segmentSize
-        slots[i] = p.buffer.subarray(start, Math.min(start + p.segmentSize, p.buffer.length))
+      release = hold(frames)
+      for (let k = 0; k < frames.length; k++) {
+        if (signal?.aborted) throw abortedError(signal, k)
+        await this.#sealAndSend(js, frames[k]!)
       }
-      await js.seal({ buffer: p.buffer, slots, counter: p.counter })
-      await nativeAsync(this.#native.sendPrepared(p.buffer, p.segmentSize))
+    } finally {
+      release?.()
     }
+  }
+
+  /** One superpacket through the JS framer: prepared (a copy), sealed in JS, sent. */
+  async #sealAndSend(js: JsFramer, frame: Uint8Array): Promise<void> {
+    const p = native(() => this.#native.prepare(frame))
+    const slots: Buffer[] = new Array(p.count)
+    for (let i = 0; i < p.count; i++) {
+      const start = i * p.segmentSize
+      slots[i] = p.buffer.subarray(start, Math.min(start + p.segmentSize, p.buffer.length))
+    }
+    await js.seal({ buffer: p.buffer, slots, counter: p.counter })
+    await nativeAsync(this.#native.sendPrepared(p.buffer, p.segmentSize))
   }
 }

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,udp] [-- --profile b,e]`: tunnel throughput and UDP packet
+ * `npm run bench [-- --quick] [-- --only a,b,udp] [-- --profile b,e] [-- --soak 600]`: tunnel throughput and UDP packet
  * rates between two network namespaces, side by side with the kernel, node:dgram, a naive Node tunnel and
  * wireguard-go. Writes bench/results/<date>.json, latest.json, latest.md and latest.svg. Needs root.
  *
@@ -17,8 +17,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { isRoot, Lab, stop, waitForLine } from '../lab/netns.js'
 import { countSyscalls, cpuSeconds, hostCpu, RssSampler } from './proc.js'
+import { soak } from './soak.js'
 import { markdown, median, ratios, readmeWithResults, round, svg, type Results, type Run } from './report.js'
-import { direct, REPO_ROOT, superpacket, track, wireguard, wireguardGo, WORK_DIR, type Setup } from './setups.js'
+import { direct, REPO_ROOT, superpacket, track, wireguardPair, WORK_DIR, type Setup } from './setups.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -27,6 +28,8 @@ const { values: args } = parseArgs({
     profile: { type: 'string' },
     // Only rewrite the README's results from bench/results/latest.json.
     readme: { type: 'boolean', default: false },
+    // Seconds of a soak run (soak.ts) instead of the benchmark.
+    soak: { type: 'string' },
   },
 })
 const quick = args.quick!
@@ -59,7 +62,6 @@ interface Tunnel {
   setup: () => Promise<Setup>
 }
 
-let wgBin: string | undefined
 const TUNNELS: Tunnel[] = [
   { id: 'a', name: 'a. direct veth, no tunnel', flows: 1, setup: async () => direct() },
   { id: 'b', name: 'b. superpacket native Tunnel, offloads on', flows: 1, setup: () => superpacket({ mode: 'native', offload: 'on' }) },
@@ -72,9 +74,12 @@ const TUNNELS: Tunnel[] = [
   },
   { id: 'd', name: 'd. superpacket native Tunnel, offloads off', flows: 1, setup: () => superpacket({ mode: 'native', offload: 'off' }) },
   { id: 'e', name: 'e. naive Node tunnel (per-packet TUN + node:dgram)', flows: 1, setup: () => superpacket({ mode: 'naive' }) },
-  { id: 'f', name: 'f. wireguard-go (encrypts)', flows: 1, setup: () => wireguard((wgBin ??= wireguardGo(log))) },
+  { id: 'f', name: 'f. wireguard-go (encrypts)', flows: 1, setup: () => wireguardPair(['wireguard-go', 'wireguard-go']) },
+  { id: 'g', name: 'g. superpacket WireGuard, native Tunnel', flows: 1, setup: () => wireguardPair(['native', 'native']) },
+  { id: 'h', name: 'h. superpacket WireGuard (a) with wireguard-go (b)', flows: 1, setup: () => wireguardPair(['native', 'wireguard-go']) },
+  { id: 'i', name: 'i. superpacket WireGuard, JS path', flows: 1, setup: () => wireguardPair(['js', 'js']) },
   { id: 'b4', name: 'b. superpacket native Tunnel, 4 flows', flows: 4, setup: () => superpacket({ mode: 'native', offload: 'on' }) },
-  { id: 'f4', name: 'f. wireguard-go (encrypts), 4 flows', flows: 4, setup: () => wireguard((wgBin ??= wireguardGo(log))) },
+  { id: 'f4', name: 'f. wireguard-go (encrypts), 4 flows', flows: 4, setup: () => wireguardPair(['wireguard-go', 'wireguard-go']) },
 ]
 
 /** Collects a child's stdout; resolves with the last JSON line when it exits, fails after `ms`. */
@@ -369,6 +374,7 @@ async function main(): Promise<void> {
     return updateReadme(latest)
   }
   if (!isRoot()) throw new Error('the bench needs root (network namespaces, TUN devices, perf)')
+  if (args.soak !== undefined) return soak(Number(args.soak), log)
   for (const tool of ['iperf3', 'ip', 'wg', 'perf', 'cc']) {
     if (firstLine('sh', ['-c', `command -v ${tool}`]) === 'missing') throw new Error(`${tool} is missing: run scripts/bootstrap.sh --bench`)
   }

@@ -32,6 +32,15 @@ pub fn io_error(e: IoError) -> napi::Error {
     coded(e.code(), &e.message, None, e.errno, e.syscall)
 }
 
+/// A write stopped by its `AbortSignal` before it was done; `sent` counts the items of the write (frames,
+/// datagrams, packets) that went out before it stopped.
+pub fn aborted(sent: usize) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("the write was aborted [details:{{\"code\":\"ERR_SUPERPACKET_ABORTED\",\"sent\":{sent}}}]"),
+    )
+}
+
 /// Fails unless a caller's buffer `what` (for a read straight into it) holds at least `room` bytes.
 pub fn check_room(buf: &[u8], room: usize, what: &str) -> napi::Result<()> {
     if buf.len() < room {

@@ -3,16 +3,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::within_runtime_if_available;
 
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
-use superpacket_core::framer::{Control, Framer, HeaderFramer, PlainFramer, ReserveFramer, MAX_FRAMER_ROOM};
+use superpacket_core::framer::{Control, Framer, HeaderFramer, PlainFramer, ReserveFramer, MAX_FRAMER_ROOM, POLL_INTERVAL_MS};
 use superpacket_io::error::{ErrorKind, IoError};
 use superpacket_io::udp::UdpSocket;
 
 use napi::Result;
 
 use crate::error::{invalid_argument, io_error};
+use crate::wireguard::{peer_infos, set_endpoint, WgPeerInfo};
+use superpacket_wireguard::WireGuard;
 
 /// Which native framer to build.
 #[napi(object)]
@@ -33,12 +38,58 @@ pub struct NativeFramer {
     framer: Arc<dyn Framer>,
     /// For a JS framer's slots: the counter blocks it hands out.
     reserve: Option<Arc<ReserveFramer>>,
+    /// The same framer when it is WireGuard, for its peers.
+    wireguard: Option<Arc<WireGuard>>,
+    /// The task that runs the framer's timers for the JS writers, once one of them has a socket.
+    timers: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for NativeFramer {
+    fn drop(&mut self) {
+        if let Some(t) = self.timers.get_mut().ok().and_then(Option::take) {
+            t.abort();
+        }
+    }
 }
 
 impl NativeFramer {
-    /// Wraps a framer built elsewhere (WireGuard, DTLS).
+    /// Wraps a framer built elsewhere (DTLS).
     pub fn from_framer(framer: Arc<dyn Framer>) -> Self {
-        NativeFramer { framer, reserve: None }
+        NativeFramer { framer, reserve: None, wireguard: None, timers: Default::default() }
+    }
+
+    /// Wraps a WireGuard framer.
+    pub fn from_wireguard(wg: Arc<WireGuard>) -> Self {
+        NativeFramer { framer: wg.clone(), reserve: None, wireguard: Some(wg), timers: Default::default() }
+    }
+
+    /// Runs the framer's timers (handshake retries, rekeying, keepalives) from `sock`, with no JS
+    /// involved, for writers that are not part of a `Tunnel` (a Tunnel runs its own). Started once per
+    /// framer; ends when the socket closes or the framer is collected.
+    pub fn ensure_timers(&self, sock: &Arc<UdpSocket>) {
+        let Ok(mut timers) = self.timers.lock() else { return };
+        if timers.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (framer, sock) = (self.framer.clone(), sock.clone());
+        *timers = Some(within_runtime_if_available(|| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(POLL_INTERVAL_MS));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut control = Control::new();
+                loop {
+                    tick.tick().await;
+                    framer.poll(&mut control);
+                    if send_control(&sock, &mut control).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        }));
+    }
+
+    fn wireguard(&self) -> Result<&WireGuard> {
+        self.wireguard.as_deref().ok_or_else(|| invalid_argument("not a WireGuard framer"))
     }
 
     /// The framer.
@@ -71,11 +122,11 @@ impl NativeFramer {
     #[napi(constructor)]
     pub fn new(spec: FramerSpec) -> Result<Self> {
         match spec.r#type.as_str() {
-            "plain" => Ok(NativeFramer { framer: Arc::new(PlainFramer), reserve: None }),
+            "plain" => Ok(NativeFramer::from_framer(Arc::new(PlainFramer))),
             "header" => {
                 let header = spec.header.as_deref().unwrap_or_default();
                 let f = HeaderFramer::new(header).ok_or_else(|| invalid_argument("the header framer needs 1 to 255 header bytes"))?;
-                Ok(NativeFramer { framer: Arc::new(f), reserve: None })
+                Ok(NativeFramer::from_framer(Arc::new(f)))
             }
             "reserve" => {
                 let headroom = spec.headroom.unwrap_or(0) as usize;
@@ -84,7 +135,7 @@ impl NativeFramer {
                     invalid_argument(format!("framer headroom and tailroom must be at most {MAX_FRAMER_ROOM}"))
                 })?;
                 let r = Arc::new(r);
-                Ok(NativeFramer { framer: r.clone(), reserve: Some(r) })
+                Ok(NativeFramer { framer: r.clone(), reserve: Some(r), wireguard: None, timers: Default::default() })
             }
             other => Err(invalid_argument(format!("unknown framer type '{other}'"))),
         }
@@ -106,6 +157,24 @@ impl NativeFramer {
     #[napi(getter)]
     pub fn routes(&self) -> bool {
         self.framer.routes()
+    }
+
+    /// WireGuard: our public key.
+    #[napi]
+    pub fn wg_public_key(&self) -> Result<String> {
+        Ok(self.wireguard()?.public_key())
+    }
+
+    /// WireGuard: every peer's state.
+    #[napi]
+    pub fn wg_peers(&self) -> Result<Vec<WgPeerInfo>> {
+        Ok(peer_infos(self.wireguard()?))
+    }
+
+    /// WireGuard: sets where a peer's datagrams go.
+    #[napi]
+    pub fn wg_set_endpoint(&self, public_key: String, endpoint: String) -> Result<()> {
+        set_endpoint(self.wireguard()?, &public_key, &endpoint)
     }
 
     /// The next counter a JS framer's batch would get (for tests and diagnostics).

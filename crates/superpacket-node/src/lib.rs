@@ -7,10 +7,13 @@
 // The exported functions are only called from JS, never from the crate's own (empty) test build.
 #![cfg_attr(test, allow(dead_code))]
 
+mod abort;
 mod error;
 mod fault;
 mod framer;
+mod owned;
 mod packet;
 mod tun;
 mod tunnel;
 mod udp;
+mod wireguard;

@@ -3,16 +3,21 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::{Buffer, Uint8ArraySlice};
 use napi_derive::napi;
-use superpacket_core::framer::Framer;
+use superpacket_core::framer::{Control, DropCounters, Framer};
 use superpacket_core::{split, VNET_HDR_LEN};
-use superpacket_io::datapath::open_datagrams;
+use superpacket_io::datapath::{open_batch, SourceFilter};
+use superpacket_io::udp::UdpSocket;
 use superpacket_io::tun::{OffloadMode, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
 use tokio::sync::Mutex;
 
+use crate::abort::AbortFlag;
 use crate::error::{check_room, invalid_argument, io_error};
-use crate::framer::{build, FramerSpec};
+use crate::owned::Copied;
+use crate::framer::{send_control, NativeFramer};
+use crate::tunnel::drop_reasons;
+use crate::udp::{socket_addr, NativePeer, NativeUdp};
 use napi::Result;
 
 /// Room for one frame read.
@@ -144,13 +149,26 @@ fn drain_copy(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Re
     Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths: r.lengths, segments: r.segments })
 }
 
+/// One queue's reused read buffer, room for [`BATCH_FRAMES_ROOM`] largest frames.
+struct ReadBuf {
+    bytes: Box<[u8]>,
+    /// Length of a frame `readStaged` left at the start of `bytes` for the next read to take (0: none).
+    staged: usize,
+}
+
+impl ReadBuf {
+    /// The staged frame's length, which the caller now owns, or 0.
+    fn take_staged(&mut self) -> usize {
+        std::mem::take(&mut self.staged)
+    }
+}
+
 /// A TUN device.
 #[napi]
 pub struct NativeTun {
     tun: Arc<Tun>,
     scratch: Mutex<WriteScratch>,
-    /// One reusable read buffer per queue, room for [`BATCH_FRAMES_ROOM`] largest frames.
-    read_bufs: Vec<Mutex<Box<[u8]>>>,
+    read_bufs: Vec<Mutex<ReadBuf>>,
 }
 
 impl NativeTun {
@@ -190,7 +208,7 @@ impl NativeTun {
         let read_bufs = tun
             .queues()
             .iter()
-            .map(|_| Mutex::new(vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice()))
+            .map(|_| Mutex::new(ReadBuf { bytes: vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice(), staged: 0 }))
             .collect();
         Ok(NativeTun { tun: Arc::new(tun), scratch: Mutex::new(WriteScratch::new()), read_bufs })
     }
@@ -219,8 +237,11 @@ impl NativeTun {
     pub async fn read(&self, queue: u32, max_frames: u32) -> Result<ReadBatch> {
         let q = self.queue(queue)?;
         let mut buf = self.read_bufs[queue as usize].lock().await;
-        let first = q.read_frame(&mut buf[..]).await.map_err(io_error)?;
-        drain_copy(&q, &mut buf, first, max_frames)
+        let first = match buf.take_staged() {
+            0 => q.read_frame(&mut buf.bytes).await.map_err(io_error)?,
+            staged => staged,
+        };
+        drain_copy(&q, &mut buf.bytes, first, max_frames)
     }
 
     /// Like `read` without waiting, on the JS thread: `null` when no frame is ready (then `read`).
@@ -229,53 +250,83 @@ impl NativeTun {
         let q = self.queue(queue)?;
         // A `read` in flight owns the buffer; the caller then waits for that one.
         let Ok(mut buf) = self.read_bufs[queue as usize].try_lock() else { return Ok(None) };
-        match q.try_read_frame(&mut buf[..]).map_err(io_error)? {
-            Some(first) => drain_copy(&q, &mut buf, first, max_frames).map(Some),
+        let first = match buf.take_staged() {
+            0 => q.try_read_frame(&mut buf.bytes).map_err(io_error)?,
+            staged => Some(staged),
+        };
+        match first {
+            Some(first) => drain_copy(&q, &mut buf.bytes, first, max_frames).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Like `read`, straight into `buf` (no copy): the frames are back to back at its start. `buf` must
-    /// hold at least one largest frame (65,545 bytes); more room lets more ready frames in.
+    /// Waits for a frame and keeps it in the queue's own buffer for the next `tryReadInto` (or read) to
+    /// take. An asynchronous read never holds a JS buffer: the runtime thread would write into memory that
+    /// JS may reuse or detach meanwhile.
     #[napi]
-    pub async fn read_into(&self, queue: u32, mut buf: Uint8Array, max_frames: u32) -> Result<ReadInto> {
+    pub async fn read_staged(&self, queue: u32) -> Result<()> {
         let q = self.queue(queue)?;
-        check_room(&buf, FRAME_ROOM, "a read buffer (one largest frame)")?;
-        // SAFETY: the JS caller (Tun's reader, one read at a time) hands the buffer over until this promise
-        // settles and reads nothing of it meanwhile.
-        let bytes: &mut [u8] = unsafe { buf.as_mut() };
-        let first = q.read_frame(bytes).await.map_err(io_error)?;
-        drain(&q, bytes, first, max_frames)
+        let mut buf = self.read_bufs[queue as usize].lock().await;
+        if buf.staged == 0 {
+            buf.staged = q.read_frame(&mut buf.bytes).await.map_err(io_error)?;
+        }
+        Ok(())
     }
 
-    /// Like `readInto` without waiting, on the JS thread: `null` when no frame is ready.
+    /// Reads straight into `buf` on the JS thread, without waiting (no copy): the frames go back to back
+    /// at its start, a frame `readStaged` kept first. `null` when no frame is ready (then `readStaged`).
+    /// `buf` must hold at least one largest frame (65,545 bytes); more room lets more ready frames in.
     #[napi]
-    pub fn try_read_into(&self, queue: u32, mut buf: Uint8Array, max_frames: u32) -> Result<Option<ReadInto>> {
+    pub fn try_read_into(&self, queue: u32, mut buf: Uint8ArraySlice, max_frames: u32) -> Result<Option<ReadInto>> {
         let q = self.queue(queue)?;
-        check_room(&buf, FRAME_ROOM, "a read buffer (one largest frame)")?;
-        // SAFETY: on the JS thread, which cannot touch the buffer during this call.
-        let bytes: &mut [u8] = unsafe { buf.as_mut() };
-        match q.try_read_frame(bytes).map_err(io_error)? {
-            Some(first) => drain(&q, bytes, first, max_frames).map(Some),
+        // SAFETY: a synchronous call on the JS thread, which cannot run JS (and so cannot read, write or
+        // detach the buffer) until it returns; nothing of the buffer is kept.
+        let buf: &mut [u8] = unsafe { buf.as_mut() };
+        check_room(buf, FRAME_ROOM, "a read buffer (one largest frame)")?;
+        // A `readStaged` in flight owns the queue's buffer; the caller then waits for that one.
+        let Ok(mut own) = self.read_bufs[queue as usize].try_lock() else { return Ok(None) };
+        let first = match own.take_staged() {
+            0 => q.try_read_frame(buf).map_err(io_error)?,
+            staged => {
+                buf[..staged].copy_from_slice(&own.bytes[..staged]);
+                Some(staged)
+            }
+        };
+        match first {
+            Some(first) => drain(&q, buf, first, max_frames).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Writes frames (virtio_net_hdr + IP packet).
+    /// Writes frames (virtio_net_hdr + IP packet), copied at the call. An abort stops it before the next
+    /// frame (`sent`: the frames written).
     #[napi]
-    pub async fn write_frames(&self, queue: u32, frames: Vec<Uint8Array>) -> Result<()> {
+    pub async fn write_frames(
+        &self,
+        queue: u32,
+        #[napi(ts_arg_type = "Uint8Array[]")] frames: Vec<Copied<u8>>,
+        #[napi(ts_arg_type = "NativeAbort | undefined | null")] abort: Option<AbortFlag>,
+    ) -> Result<()> {
         let q = self.queue(queue)?;
-        for f in &frames {
+        for (sent, f) in frames.iter().enumerate() {
+            AbortFlag::check(&abort, sent)?;
             q.write_frame(f).await.map_err(io_error)?;
         }
         Ok(())
     }
 
-    /// Coalesces IP packets and writes them. Returns how many packets were dropped (not IPv4/IPv6, or
-    /// refused by the kernel); the rest were written.
+    /// Coalesces IP packets (copied at the call) and writes them. Returns how many packets were dropped
+    /// (not IPv4/IPv6, or refused by the kernel); the rest were written. An abort takes effect only before
+    /// the write starts (TUN writes do not wait).
     #[napi]
-    pub async fn write_packets(&self, queue: u32, packets: Vec<Uint8Array>) -> Result<u32> {
+    pub async fn write_packets(
+        &self,
+        queue: u32,
+        #[napi(ts_arg_type = "Uint8Array[]")] packets: Vec<Copied<u8>>,
+        #[napi(ts_arg_type = "NativeAbort | undefined | null")] abort: Option<AbortFlag>,
+    ) -> Result<u32> {
         let q = self.queue(queue)?;
+        AbortFlag::check(&abort, 0)?;
         let mut scratch = self.scratch.lock().await;
         Ok(q.write_packets(&packets, &mut scratch).await.map_err(io_error)?.dropped() as u32)
     }
@@ -299,44 +350,138 @@ impl NativeTun {
 pub struct NativePacketWriter {
     queue: Arc<TunQueue>,
     framer: Arc<dyn Framer>,
-    scratch: Mutex<WriteScratch>,
+    /// Sends the framer's replies (handshake responses, cookies).
+    sock: Option<Arc<UdpSocket>>,
+    filter: SourceFilter,
+    drops: DropCounters,
+    state: Mutex<PacketWriterState>,
+}
+
+struct PacketWriterState {
+    write: WriteScratch,
+    /// Where framers that cannot open in place put the packets.
+    open: Vec<u8>,
+    control: Control,
+}
+
+/// What one `write` did.
+#[napi(object)]
+pub struct PacketWriteReport {
+    /// Packets written to the TUN.
+    pub packets: u32,
+    /// Datagrams dropped (by the framer, the source check or the TUN).
+    pub dropped: u32,
+    /// Control messages the framer consumed (handshakes, keepalives).
+    pub consumed: u32,
+    /// Replies sent (handshake responses, cookie replies).
+    pub control_sent: u32,
 }
 
 #[napi]
 impl NativePacketWriter {
     #[napi(constructor)]
-    pub fn new(tun: &NativeTun, queue: u32, framer: FramerSpec) -> Result<Self> {
+    pub fn new(
+        tun: &NativeTun,
+        queue: u32,
+        framer: &NativeFramer,
+        udp: Option<&NativeUdp>,
+        peer: Option<&NativePeer>,
+    ) -> Result<Self> {
+        let filter = match peer {
+            Some(p) if !framer.framer().routes() => SourceFilter::Only(p.socket_addr()),
+            _ => SourceFilter::Any,
+        };
+        if let Some(u) = udp {
+            framer.ensure_timers(u.socket());
+        }
         Ok(NativePacketWriter {
             queue: tun.queue(queue)?,
-            framer: build(&framer)?,
-            scratch: Mutex::new(WriteScratch::new()),
+            framer: framer.framer().clone(),
+            sock: udp.map(|u| u.socket().clone()),
+            filter,
+            drops: DropCounters::default(),
+            state: Mutex::new(PacketWriterState { write: WriteScratch::new(), open: Vec::new(), control: Control::new() }),
         })
     }
 
-    /// Opens the datagrams of `data` (back to back, `lengths` each) in place and writes their packets.
-    /// Returns how many datagrams the framer dropped.
+    /// Opens the datagrams of `data` (back to back, `lengths` each; the first `counts[0]` from
+    /// `addresses[0]:ports[0]` and so on) in place and writes their packets.
     #[napi]
-    pub async fn write(&self, mut data: Uint8Array, lengths: Uint32Array) -> Result<u32> {
+    ///
+    /// The arguments are copied at the call (the datagrams are opened in that copy), so the caller's
+    /// buffer is free again as soon as this returns its promise. An abort takes effect only before the
+    /// batch is opened (nothing of it is then written).
+    pub async fn write(
+        &self,
+        #[napi(ts_arg_type = "Uint8Array")] mut data: Copied<u8>,
+        #[napi(ts_arg_type = "Uint32Array")] lengths: Copied<u32>,
+        #[napi(ts_arg_type = "Uint32Array")] counts: Copied<u32>,
+        addresses: Vec<String>,
+        #[napi(ts_arg_type = "Uint32Array")] ports: Copied<u32>,
+        #[napi(ts_arg_type = "NativeAbort | undefined | null")] abort: Option<AbortFlag>,
+    ) -> Result<PacketWriteReport> {
+        AbortFlag::check(&abort, 0)?;
         let total: usize = lengths.iter().map(|&l| l as usize).sum();
         if total > data.len() {
             return Err(invalid_argument("datagram lengths exceed the buffer"));
         }
-        // SAFETY: the JS caller hands over the batch buffer and does not touch it until this promise
-        // settles (PacketWriter.write awaits it), so no other reference to these bytes is in use.
-        let mut rest: &mut [u8] = unsafe { data.as_mut() };
+        if counts.len() != addresses.len() || ports.len() != addresses.len() {
+            return Err(invalid_argument("counts, addresses and ports must have one entry per message"));
+        }
+        if counts.iter().map(|&c| c as usize).sum::<usize>() != lengths.len() {
+            return Err(invalid_argument("the message counts must add up to the number of datagrams"));
+        }
+        let mut sources = Vec::with_capacity(lengths.len());
+        for ((a, &p), &n) in addresses.iter().zip(ports.iter()).zip(counts.iter()) {
+            let from = socket_addr(a, p)?;
+            sources.extend(std::iter::repeat_n(from, n as usize));
+        }
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
+        if st.open.len() < total {
+            st.open.resize(total, 0);
+        }
+        let mut rest: &mut [u8] = &mut data.0;
         let mut datagrams = Vec::with_capacity(lengths.len());
-        for &len in lengths.iter() {
+        for (&len, &from) in lengths.iter().zip(&sources) {
             let (d, tail) = std::mem::take(&mut rest).split_at_mut(len as usize);
-            datagrams.push(d);
+            datagrams.push((from, d));
             rest = tail;
         }
         let mut packets = Vec::with_capacity(datagrams.len());
-        let opened = open_datagrams(&*self.framer, datagrams.into_iter(), &mut packets);
+        let opened = open_batch(
+            &*self.framer,
+            self.filter,
+            datagrams.into_iter(),
+            &mut st.open,
+            &mut packets,
+            &mut st.control,
+            &self.drops,
+        );
+        let mut report = PacketWriteReport {
+            packets: 0,
+            dropped: opened.dropped as u32,
+            consumed: opened.consumed as u32,
+            control_sent: 0,
+        };
         if !packets.is_empty() {
-            let mut scratch = self.scratch.lock().await;
-            let written = self.queue.write_packets(&packets, &mut scratch).await.map_err(io_error)?;
-            return Ok((opened.dropped + written.dropped()) as u32);
+            let written = self.queue.write_packets(&packets, &mut st.write).await.map_err(io_error)?;
+            report.packets = written.written_packets as u32;
+            report.dropped += written.dropped() as u32;
         }
-        Ok(opened.dropped as u32)
+        match &self.sock {
+            Some(sock) => report.control_sent = send_control(sock, &mut st.control).await?,
+            None => {
+                // Nowhere to send replies: they are dropped, as a lost datagram would be.
+                st.control.drain();
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops by reason since the writer was made; reasons with no drop are left out.
+    #[napi]
+    pub fn drop_reasons(&self) -> std::collections::HashMap<String, f64> {
+        drop_reasons(&self.drops.snapshot())
     }
 }

@@ -3,14 +3,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{BigInt, Buffer, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::{BigInt, Buffer, Uint32Array, Uint8ArraySlice};
 use napi_derive::napi;
+use superpacket_core::framer::{Control, Framer, Sealed};
 use superpacket_io::datapath::Outbound;
-use superpacket_io::udp::{RecvBatch, UdpOptions, UdpSocket, UdpStats, RECV_BUFFER_SIZE};
+use superpacket_io::udp::{
+    RecvBatch, UdpOptions, UdpSocket, UdpStats, MAX_BATCH, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, MAX_SEGMENTS,
+    RECV_BUFFER_SIZE,
+};
 use tokio::sync::Mutex;
 
+use crate::abort::AbortFlag;
 use crate::error::{check_room, invalid_argument, io_error};
-use crate::framer::{build, FramerSpec};
+use crate::owned::Copied;
+use crate::framer::{send_control, NativeFramer, NativeFramerCounters};
 use napi::Result;
 
 /// Messages per receive call.
@@ -145,11 +151,17 @@ fn collect(batch: &RecvBatch) -> RecvResult {
     RecvResult { data: data.into(), lengths: r.lengths, messages: r.messages }
 }
 
+/// The socket's receive batch, and whether `recvStaged` left it full for the next receive to take.
+struct RecvState {
+    batch: RecvBatch,
+    staged: bool,
+}
+
 /// A UDP socket with GSO/GRO.
 #[napi]
 pub struct NativeUdp {
     sock: Arc<UdpSocket>,
-    batch: Mutex<RecvBatch>,
+    recv: Mutex<RecvState>,
 }
 
 impl NativeUdp {
@@ -176,7 +188,8 @@ impl NativeUdp {
         opts.gso = options.gso.unwrap_or(true);
         opts.gro = options.gro.unwrap_or(true);
         let sock = UdpSocket::bind(&opts).map_err(io_error)?;
-        Ok(NativeUdp { sock: Arc::new(sock), batch: Mutex::new(RecvBatch::new(RECV_MESSAGES)) })
+        let recv = RecvState { batch: RecvBatch::new(RECV_MESSAGES), staged: false };
+        Ok(NativeUdp { sock: Arc::new(sock), recv: Mutex::new(recv) })
     }
 
     /// Bound address and capabilities.
@@ -197,64 +210,144 @@ impl NativeUdp {
     /// Receives at least one datagram; copies the batch into one buffer.
     #[napi]
     pub async fn recv(&self) -> Result<RecvResult> {
-        let mut batch = self.batch.lock().await;
-        self.sock.recv_batch(&mut batch).await.map_err(io_error)?;
-        Ok(collect(&batch))
+        let mut st = self.recv.lock().await;
+        if !std::mem::take(&mut st.staged) {
+            self.sock.recv_batch(&mut st.batch).await.map_err(io_error)?;
+        }
+        Ok(collect(&st.batch))
     }
 
     /// Like `recv` without waiting, on the JS thread: `null` when nothing is queued (then `recv`).
     #[napi]
     pub fn try_recv(&self) -> Result<Option<RecvResult>> {
-        let Ok(mut batch) = self.batch.try_lock() else { return Ok(None) };
-        match self.sock.try_recv_batch(&mut batch).map_err(io_error)? {
-            0 => Ok(None),
-            _ => Ok(Some(collect(&batch))),
+        let Ok(mut st) = self.recv.try_lock() else { return Ok(None) };
+        if !std::mem::take(&mut st.staged) && self.sock.try_recv_batch(&mut st.batch).map_err(io_error)? == 0 {
+            return Ok(None);
         }
+        Ok(Some(collect(&st.batch)))
     }
 
-    /// Like `recv`, into `buf` (`recvRoom` bytes at least; no allocation): the datagrams go back to back
-    /// at its start.
+    /// Waits for datagrams and keeps them in the socket's own batch for the next `tryRecvInto` (or
+    /// receive) to take. An asynchronous receive never holds a JS buffer: the runtime thread would write
+    /// into memory that JS may reuse or detach meanwhile.
     #[napi]
-    pub async fn recv_into(&self, mut buf: Uint8Array) -> Result<RecvInto> {
-        check_room(&buf, RECV_ROOM, "a receive buffer (the most one receive returns)")?;
-        let mut batch = self.batch.lock().await;
-        self.sock.recv_batch(&mut batch).await.map_err(io_error)?;
-        // SAFETY: the JS caller (the socket's reader, one receive at a time) hands the buffer over until
-        // this promise settles and reads nothing of it meanwhile.
-        collect_into(&batch, unsafe { buf.as_mut() })
+    pub async fn recv_staged(&self) -> Result<()> {
+        let mut st = self.recv.lock().await;
+        if !st.staged {
+            self.sock.recv_batch(&mut st.batch).await.map_err(io_error)?;
+            st.staged = true;
+        }
+        Ok(())
     }
 
-    /// Like `recvInto` without waiting, on the JS thread: `null` when nothing is queued.
+    /// Receives into `buf` on the JS thread without waiting (`recvRoom` bytes at least; no allocation):
+    /// what `recvStaged` kept, or what is queued now, back to back at its start. `null` when nothing is
+    /// queued (then `recvStaged`).
     #[napi]
-    pub fn try_recv_into(&self, mut buf: Uint8Array) -> Result<Option<RecvInto>> {
-        check_room(&buf, RECV_ROOM, "a receive buffer (the most one receive returns)")?;
-        let Ok(mut batch) = self.batch.try_lock() else { return Ok(None) };
-        match self.sock.try_recv_batch(&mut batch).map_err(io_error)? {
-            0 => Ok(None),
-            // SAFETY: on the JS thread, which cannot touch the buffer during this call.
-            _ => collect_into(&batch, unsafe { buf.as_mut() }).map(Some),
+    pub fn try_recv_into(&self, mut buf: Uint8ArraySlice) -> Result<Option<RecvInto>> {
+        // SAFETY: a synchronous call on the JS thread, which cannot run JS (and so cannot read, write or
+        // detach the buffer) until it returns; nothing of the buffer is kept.
+        let buf: &mut [u8] = unsafe { buf.as_mut() };
+        check_room(buf, RECV_ROOM, "a receive buffer (the most one receive returns)")?;
+        // A `recvStaged` in flight owns the batch; the caller then waits for that one.
+        let Ok(mut st) = self.recv.try_lock() else { return Ok(None) };
+        if !std::mem::take(&mut st.staged) && self.sock.try_recv_batch(&mut st.batch).map_err(io_error)? == 0 {
+            return Ok(None);
         }
+        collect_into(&st.batch, buf).map(Some)
+    }
+
+    /// A destination checked and parsed once, for the send calls that take one.
+    #[napi]
+    pub fn peer(&self, address: String, port: u32) -> Result<NativePeer> {
+        let addr = socket_addr(&address, port)?;
+        if port == 0 {
+            return Err(invalid_argument("a peer's port must be 1 to 65535"));
+        }
+        let v6_only = matches!(addr.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none());
+        if v6_only && self.sock.local_addr().is_ipv4() {
+            return Err(invalid_argument(format!("{address} is IPv6 but the socket is IPv4")));
+        }
+        Ok(NativePeer { addr })
+    }
+
+    /// Sends one datagram now, on the JS thread: false (nothing sent) when the socket is full (then
+    /// `sendTo`).
+    #[napi]
+    pub fn try_send_to(&self, peer: &NativePeer, data: &[u8]) -> Result<bool> {
+        self.sock.try_send_to(peer.addr, data).map_err(io_error)
+    }
+
+    /// Sends one datagram, waiting for room.
+    #[napi]
+    pub async fn send_to(
+        &self,
+        address: String,
+        port: u32,
+        #[napi(ts_arg_type = "Uint8Array")] data: Copied<u8>,
+    ) -> Result<()> {
+        let dest = socket_addr(&address, port)?;
+        self.sock.send_batch(&[(dest, &data[..])]).await.map_err(io_error)
+    }
+
+    /// Sends the datagrams of `data` (back to back, `lengths[i]` bytes each) from datagram `from` on that
+    /// the socket takes now, with `sendmmsg` on the JS thread; returns the index of the first one not sent
+    /// (`lengths.length` when all went out). The rest goes with `sendLengths`.
+    #[napi]
+    pub fn try_send_lengths(&self, peer: &NativePeer, data: &[u8], lengths: &[u32], from: u32) -> Result<u32> {
+        let msgs = datagrams(peer.addr, data, lengths, from)?;
+        let sent = self.sock.try_send_batch(&msgs).map_err(io_error)?;
+        Ok(from + sent as u32)
+    }
+
+    /// Like `trySendLengths`, waiting for room until every datagram from `from` on is sent.
+    #[napi]
+    pub async fn send_lengths(
+        &self,
+        address: String,
+        port: u32,
+        #[napi(ts_arg_type = "Uint8Array")] data: Copied<u8>,
+        #[napi(ts_arg_type = "Uint32Array")] lengths: Copied<u32>,
+        from: u32,
+    ) -> Result<()> {
+        let msgs = datagrams(socket_addr(&address, port)?, &data, &lengths, from)?;
+        self.sock.send_batch(&msgs).await.map_err(io_error)
     }
 
     /// Sends what the socket takes now of `data` as `segment_size` datagrams, on the JS thread; returns
     /// the bytes sent (whole datagrams). The rest goes with `sendSegments`.
     #[napi]
-    pub fn try_send_segments(&self, address: String, port: u32, data: &[u8], segment_size: u32) -> Result<u32> {
-        let dest = socket_addr(&address, port)?;
-        let sent = self.sock.try_send_segments(dest, data, segment_size as usize).map_err(io_error)?;
+    pub fn try_send_segments(&self, peer: &NativePeer, data: &[u8], segment_size: u32) -> Result<u32> {
+        let sent = self.sock.try_send_segments(peer.addr, data, segment_size as usize).map_err(io_error)?;
         Ok(sent as u32)
     }
 
-    /// Sends `data` as `segment_size` datagrams with UDP_SEGMENT.
+    /// Sends `data` (copied at the call) as `segment_size` datagrams with UDP_SEGMENT. An abort stops it
+    /// before the next system call's worth of datagrams (`sent`: the datagrams that went out).
     #[napi]
-    pub async fn send_segments(&self, address: String, port: u32, data: Uint8Array, segment_size: u32) -> Result<()> {
+    pub async fn send_segments(
+        &self,
+        address: String,
+        port: u32,
+        #[napi(ts_arg_type = "Uint8Array")] data: Copied<u8>,
+        segment_size: u32,
+        #[napi(ts_arg_type = "NativeAbort | undefined | null")] abort: Option<AbortFlag>,
+    ) -> Result<()> {
         let dest = socket_addr(&address, port)?;
-        self.sock.send_segments(dest, &data, segment_size as usize).await.map_err(io_error)
+        send_trains(&self.sock, dest, &data, segment_size as usize, &abort).await
     }
 
-    /// Sends one datagram to each address.
+    /// Sends one datagram (copied at the call) to each address. An abort takes effect only before the
+    /// send starts.
     #[napi]
-    pub async fn send_batch(&self, addresses: Vec<String>, ports: Vec<u32>, datas: Vec<Uint8Array>) -> Result<()> {
+    pub async fn send_batch(
+        &self,
+        addresses: Vec<String>,
+        ports: Vec<u32>,
+        #[napi(ts_arg_type = "Uint8Array[]")] datas: Vec<Copied<u8>>,
+        #[napi(ts_arg_type = "NativeAbort | undefined | null")] abort: Option<AbortFlag>,
+    ) -> Result<()> {
+        AbortFlag::check(&abort, 0)?;
         if addresses.len() != ports.len() || ports.len() != datas.len() {
             return Err(invalid_argument("addresses, ports and datas must have one entry per datagram"));
         }
@@ -285,6 +378,80 @@ impl NativeUdp {
     }
 }
 
+/// A destination parsed once (`NativeUdp.peer`).
+#[napi]
+pub struct NativePeer {
+    addr: SocketAddr,
+}
+
+impl NativePeer {
+    /// The parsed address.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+#[napi]
+impl NativePeer {
+    /// The address as text (IPv6 without brackets).
+    #[napi(getter)]
+    pub fn address(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
+    /// The port.
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.addr.port())
+    }
+}
+
+/// The datagrams from index `from` on of `data` cut by `lengths`, all to `dest`. The lengths must add
+/// up to `data.len()` and each fit a UDP datagram.
+fn datagrams<'a>(dest: SocketAddr, data: &'a [u8], lengths: &[u32], from: u32) -> Result<Vec<(SocketAddr, &'a [u8])>> {
+    let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
+    if total != data.len() as u64 {
+        return Err(invalid_argument(format!("lengths add up to {total} bytes but the buffer holds {}", data.len())));
+    }
+    let max = if dest.is_ipv4() { MAX_PAYLOAD_V4 } else { MAX_PAYLOAD_V6 };
+    if let Some(l) = lengths.iter().find(|&&l| l as usize > max) {
+        return Err(invalid_argument(format!("a datagram of {l} bytes is over the {max} a UDP datagram holds")));
+    }
+    let from = from as usize;
+    if from > lengths.len() {
+        return Err(invalid_argument(format!("datagram {from} of {} does not exist", lengths.len())));
+    }
+    let mut msgs = Vec::with_capacity(lengths.len() - from);
+    let mut at = 0;
+    for (i, &len) in lengths.iter().enumerate() {
+        let end = at + len as usize;
+        if i >= from {
+            // In range: the lengths add up to the buffer's.
+            msgs.push((dest, data.get(at..end).unwrap_or_default()));
+        }
+        at = end;
+    }
+    Ok(msgs)
+}
+
+/// Sends `data` as `segment_size` datagrams, one system call's worth (a GSO train, or a `sendmmsg` batch
+/// without GSO) at a time, checking `abort` before each.
+async fn send_trains(
+    sock: &UdpSocket,
+    dest: SocketAddr,
+    data: &[u8],
+    segment_size: usize,
+    abort: &Option<AbortFlag>,
+) -> Result<()> {
+    let per_call = MAX_SEGMENTS.max(MAX_BATCH);
+    // A segment size of 0 is the io layer's to refuse.
+    for (i, train) in data.chunks(segment_size.max(1) * per_call).enumerate() {
+        AbortFlag::check(abort, i * per_call)?;
+        sock.send_segments(dest, train, segment_size).await.map_err(io_error)?;
+    }
+    Ok(())
+}
+
 /// A superpacket split into framed datagrams for JS to seal.
 #[napi(object)]
 pub struct PreparedSend {
@@ -298,15 +465,21 @@ pub struct PreparedSend {
 #[napi]
 pub struct NativeSegmentWriter {
     sock: Arc<UdpSocket>,
-    peer: SocketAddr,
+    /// Where datagrams go when the framer does not route.
+    peer: Option<SocketAddr>,
+    framer: Arc<dyn Framer>,
+    /// For a JS framer: the framer's counter blocks.
+    js: Option<Arc<NativeFramerCounters>>,
     state: Mutex<WriterState>,
 }
 
-/// The preparer and what of its last prepared buffer is still unsent.
+/// The preparer, what of its last prepared buffer is still unsent, and control datagrams to send.
 struct WriterState {
     out: Outbound,
-    /// Bytes `[start, end)` of the prepared buffer wait for `flush`, with their datagram size.
-    pending: Option<(usize, usize, usize)>,
+    /// Bytes `[start, end)` of the prepared buffer wait for `flush`, with their datagram size and
+    /// destination.
+    pending: Option<(usize, usize, usize, SocketAddr)>,
+    control: Control,
 }
 
 /// What `tryWrite` did.
@@ -318,26 +491,48 @@ pub struct TryWrite {
     pub pending: bool,
 }
 
+impl NativeSegmentWriter {
+    /// Where a prepared superpacket goes: `None` when the framer held or dropped it.
+    fn destination(&self, sealed: Sealed) -> Result<Option<SocketAddr>> {
+        match sealed {
+            Sealed::To(addr) => Ok(Some(addr)),
+            Sealed::ToPeer => self.peer.map(Some).ok_or_else(|| invalid_argument("this framer needs a peer to send to")),
+            Sealed::Held | Sealed::Dropped(_) => Ok(None),
+        }
+    }
+}
+
 #[napi]
 impl NativeSegmentWriter {
     #[napi(constructor)]
-    pub fn new(udp: &NativeUdp, address: String, port: u32, framer: FramerSpec) -> Result<Self> {
+    pub fn new(udp: &NativeUdp, framer: &NativeFramer, peer: Option<&NativePeer>) -> Result<Self> {
+        let peer = peer.map(|p| p.addr);
+        if peer.is_none() && !framer.framer().routes() {
+            return Err(invalid_argument("a segment writer needs a peer unless its framer routes (WireGuard)"));
+        }
+        framer.ensure_timers(&udp.sock);
         Ok(NativeSegmentWriter {
             sock: udp.sock.clone(),
-            peer: socket_addr(&address, port)?,
-            state: Mutex::new(WriterState { out: Outbound::new(build(&framer)?), pending: None }),
+            peer,
+            framer: framer.framer().clone(),
+            js: framer.counters(),
+            state: Mutex::new(WriterState { out: Outbound::new(framer.framer().clone()), pending: None, control: Control::new() }),
         })
     }
 
     /// Splits, seals and sends each frame: one UDP_SEGMENT send per 64 segments.
     #[napi]
-    pub async fn write(&self, frames: Vec<Uint8Array>) -> Result<()> {
-        let mut st = self.state.lock().await;
-        self.flush_pending(&mut st).await?;
+    pub async fn write(&self, #[napi(ts_arg_type = "Uint8Array[]")] frames: Vec<Copied<u8>>) -> Result<()> {
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
+        self.flush_pending(st).await?;
         for f in &frames {
-            let p = st.out.prepare(f).map_err(io_error)?;
-            self.sock.send_segments(self.peer, p.bytes, p.segment_size).await.map_err(io_error)?;
+            let p = st.out.prepare(f, &mut st.control).map_err(io_error)?;
+            if let Some(dest) = self.destination(p.sealed)? {
+                self.sock.send_segments(dest, p.bytes, p.segment_size).await.map_err(io_error)?;
+            }
         }
+        send_control(&self.sock, &mut st.control).await?;
         Ok(())
     }
 
@@ -345,20 +540,23 @@ impl NativeSegmentWriter {
     /// rest of the frame in hand stays pending: call `flush`, then `tryWrite` the frames not accepted.
     #[napi]
     pub fn try_write(&self, frames: Vec<&[u8]>) -> Result<TryWrite> {
-        let mut st = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
-        if st.pending.is_some() {
+        let mut guard = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        let st = &mut *guard;
+        if st.pending.is_some() || !st.control.is_empty() {
             return Ok(TryWrite { accepted: 0, pending: true });
         }
         for (i, f) in frames.iter().enumerate() {
-            let p = st.out.prepare(f).map_err(io_error)?;
+            let p = st.out.prepare(f, &mut st.control).map_err(io_error)?;
+            let Some(dest) = self.destination(p.sealed)? else { continue };
             let (len, seg) = (p.bytes.len(), p.segment_size);
-            let sent = self.sock.try_send_segments(self.peer, p.bytes, seg).map_err(io_error)?;
+            let sent = self.sock.try_send_segments(dest, p.bytes, seg).map_err(io_error)?;
             if sent < len {
-                st.pending = Some((sent, len, seg));
+                st.pending = Some((sent, len, seg, dest));
                 return Ok(TryWrite { accepted: i as u32 + 1, pending: true });
             }
         }
-        Ok(TryWrite { accepted: frames.len() as u32, pending: false })
+        // Handshakes and the like wait for `flush`, which sends them from the runtime.
+        Ok(TryWrite { accepted: frames.len() as u32, pending: !st.control.is_empty() })
     }
 
     /// Sends what `tryWrite` left pending, waiting for room.
@@ -368,15 +566,20 @@ impl NativeSegmentWriter {
         self.flush_pending(&mut st).await
     }
 
-    /// Splits one frame into slots for a JS framer (a copy the JS side owns).
+    /// Splits one frame into slots for a JS framer (a copy the JS side owns) and reserves the framer's
+    /// counters for them.
     #[napi]
     pub fn prepare(&self, frame: &[u8]) -> Result<PreparedSend> {
-        let mut st = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        let mut guard = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        let st = &mut *guard;
         if st.pending.is_some() {
             return Err(invalid_argument("flush the pending write first"));
         }
-        let counter = st.out.counter();
-        let p = st.out.prepare(frame).map_err(io_error)?;
+        let p = st.out.prepare(frame, &mut st.control).map_err(io_error)?;
+        let counter = match &self.js {
+            Some(c) => c.reserve(p.segments)?,
+            None => 0,
+        };
         Ok(PreparedSend {
             buffer: p.bytes.to_vec().into(),
             segment_size: p.segment_size as u32,
@@ -385,19 +588,32 @@ impl NativeSegmentWriter {
         })
     }
 
-    /// Sends what `prepare` returned once the JS framer sealed it.
+    /// Sends what `prepare` returned once the JS framer sealed it (copied at the call: the framer may
+    /// still hold the buffer).
     #[napi]
-    pub async fn send_prepared(&self, buffer: Uint8Array, segment_size: u32) -> Result<()> {
-        self.sock.send_segments(self.peer, &buffer, segment_size as usize).await.map_err(io_error)
+    pub async fn send_prepared(
+        &self,
+        #[napi(ts_arg_type = "Uint8Array")] buffer: Copied<u8>,
+        segment_size: u32,
+    ) -> Result<()> {
+        let dest = self.destination(Sealed::ToPeer)?.ok_or_else(|| invalid_argument("no peer"))?;
+        self.sock.send_segments(dest, &buffer, segment_size as usize).await.map_err(io_error)
+    }
+
+    /// Whether the framer picks destinations itself.
+    #[napi(getter)]
+    pub fn routes(&self) -> bool {
+        self.framer.routes()
     }
 }
 
 impl NativeSegmentWriter {
     async fn flush_pending(&self, st: &mut WriterState) -> Result<()> {
-        if let Some((start, end, seg)) = st.pending.take() {
+        if let Some((start, end, seg, dest)) = st.pending.take() {
             let bytes = st.out.prepared(start..end).ok_or_else(|| invalid_argument("pending bytes went missing"))?;
-            self.sock.send_segments(self.peer, bytes, seg).await.map_err(io_error)?;
+            self.sock.send_segments(dest, bytes, seg).await.map_err(io_error)?;
         }
+        send_control(&self.sock, &mut st.control).await?;
         Ok(())
     }
 }
