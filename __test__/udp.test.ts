@@ -152,13 +152,14 @@ describe('UdpSocket on loopback', () => {
     })
   })
 
-  it('an aborted receive throws ERR_SUPERPACKET_ABORTED and the datagram that arrives later is kept', async () => {
+  it("an aborted receive rejects as Node's AbortError (ABORT_ERR, superpacketCode ERR_SUPERPACKET_ABORTED) and the datagram that arrives later is kept", async () => {
     const rx = await bind()
     const tx = await bind()
     const ac = new AbortController()
     const pending = rx.receive({ signal: ac.signal })
-    ac.abort()
-    await expect(pending).rejects.toMatchObject({ code: 'ERR_SUPERPACKET_ABORTED' })
+    const reason = new Error('stop')
+    ac.abort(reason)
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', superpacketCode: 'ERR_SUPERPACKET_ABORTED', cause: reason })
     await tx.send(rx.address, Buffer.from('later'))
     const batch = await rx.receive()
     expect(batch.datagrams()[0]!.toString()).toBe('later')

@@ -14,8 +14,8 @@ use tokio::sync::Mutex;
 
 use crate::abort::AbortFlag;
 use crate::error::{check_room, invalid_argument, io_error};
-use crate::owned::Copied;
 use crate::framer::{send_control, NativeFramer};
+use crate::owned::Copied;
 use crate::tunnel::drop_reasons;
 use crate::udp::{socket_addr, NativePeer, NativeUdp};
 use napi::Result;
@@ -157,6 +157,10 @@ struct ReadBuf {
 }
 
 impl ReadBuf {
+    fn new() -> Self {
+        ReadBuf { bytes: vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice(), staged: 0 }
+    }
+
     /// The staged frame's length, which the caller now owns, or 0.
     fn take_staged(&mut self) -> usize {
         std::mem::take(&mut self.staged)
@@ -205,11 +209,7 @@ impl NativeTun {
             queues: options.queues as usize,
         };
         let tun = Tun::open(&opts).map_err(io_error)?;
-        let read_bufs = tun
-            .queues()
-            .iter()
-            .map(|_| Mutex::new(ReadBuf { bytes: vec![0u8; FRAME_ROOM * BATCH_FRAMES_ROOM].into_boxed_slice(), staged: 0 }))
-            .collect();
+        let read_bufs = tun.queues().iter().map(|_| Mutex::new(ReadBuf::new())).collect();
         Ok(NativeTun { tun: Arc::new(tun), scratch: Mutex::new(WriteScratch::new()), read_bufs })
     }
 

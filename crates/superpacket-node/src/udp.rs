@@ -15,8 +15,8 @@ use tokio::sync::Mutex;
 
 use crate::abort::AbortFlag;
 use crate::error::{check_room, invalid_argument, io_error};
-use crate::owned::Copied;
 use crate::framer::{send_control, NativeFramer, NativeFramerCounters};
+use crate::owned::Copied;
 use napi::Result;
 
 /// Messages per receive call.
