@@ -14,7 +14,7 @@ export type { GsoType } from './superpacket.js'
 export { Tun, PacketWriter } from './tun.js'
 export type { TunOptions, Offloads, TunStats, TunReadOptions, TunWriteOptions, PacketWriterOptions, PacketWriteResult } from './tun.js'
 export type { WriteOptions } from './handle.js'
-export { UdpSocket, SegmentWriter, DatagramBatch } from './udp.js'
+export { UdpSocket, SegmentWriter, DatagramBatch, UdpPeer } from './udp.js'
 export type {
   Peer,
   BoundAddress,
