@@ -3,7 +3,10 @@
  *
  *   node tools/dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
  *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js|naive]
- *     [--framer plain|header] [--mtu 1420] [--queues 1]
+ *     [--framer plain|header] [--mtu 1420] [--queues 1] [--learn-peer]
+ *
+ * `--mode js` runs the loops the README shows, unchanged: a failed `PacketWriter.write` ends the inbound loop
+ * (reported in the stats as `inboundLoop`), as it would end a user's tunnel.
  *
  * `--mode naive` is the benchmark's baseline, a tunnel written the way Node users write one today: one TUN
  * read per packet, one node:dgram send per packet, one TUN write per received datagram (offloads off).
@@ -16,7 +19,7 @@ import { parseArgs } from 'node:util'
 import { hostPort } from '../lab/args.js'
 import { NaiveTunnel } from '../lab/naive-tunnel.js'
 import { packetValid } from '../lab/verify.js'
-import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type Peer } from 'superpacket'
+import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type PacketWriter } from 'superpacket'
 
 const { values: o } = parseArgs({
   options: {
@@ -31,6 +34,8 @@ const { values: o } = parseArgs({
     mtu: { type: 'string', default: '1420' },
     queues: { type: 'string', default: '1' },
     verify: { type: 'boolean', default: false },
+    // Native mode: the Tunnel's learnPeer (send to whoever last sent an accepted datagram).
+    'learn-peer': { type: 'boolean', default: false },
     // JS mode: read and receive into reused buffers (see TunOptions.reuseBuffers).
     reuse: { type: 'string', default: 'on' },
   },
@@ -57,19 +62,34 @@ const tun = await Tun.open({
 const sock = await UdpSocket.bind({ address: listen.address, port: naive ? 0 : listen.port, reuseBuffers: reuse })
 
 let tunnel: Tunnel | undefined
+let jsInbound: PacketWriter | undefined
 let naiveTunnel: NaiveTunnel | undefined
 const verify = { superpackets: 0, gso: 0, bad: 0, maxSegments: 0 }
+/** JS mode: what the packet writer reported, summed over writes, and how the inbound loop is doing. */
+const inboundTotals = { writes: 0, packets: 0, dropped: 0 }
+let inboundLoop = 'running'
+let outboundErrors = 0
+/** Native mode: how Tunnel.closed settled ('pending' while it runs). */
+let closed = 'pending'
 const loops: Promise<void>[] = []
 if (naive) {
   if (peer === undefined) throw new Error('--mode naive needs --peer')
   naiveTunnel = await NaiveTunnel.start(tun, listen, peer)
 } else if (o.mode === 'native') {
-  tunnel = await Tunnel.start({ tun, socket: sock, peer, framer })
+  tunnel = await Tunnel.start({ tun, socket: sock, peer, framer, learnPeer: o['learn-peer'] })
+  tunnel.closed.then(
+    () => (closed = 'stopped'),
+    (err: Error & { code?: string }) => {
+      closed = `rejected: ${err.code ?? ''} ${err.message}`
+      console.error(`tunnel closed with an error: ${err.message}`)
+    },
+  )
 } else {
   if (peer === undefined) throw new Error('--mode js needs --peer')
   const f: Framer = framer
   const writer = sock.segmentWriter(peer, { framer: f })
-  const inbound = tun.packetWriter({ framer: f })
+  // With the socket and the peer, a plaintext framer takes datagrams from the peer only (wrong-source).
+  const inbound = tun.packetWriter({ framer: f, socket: sock, peer })
   loops.push(
     (async () => {
       // The loop the README shows: the async iterator of superpackets into the segmenting writer.
@@ -82,18 +102,32 @@ if (naive) {
           if (sp.gsoType !== 'none') verify.gso++
           verify.maxSegments = Math.max(verify.maxSegments, segments.length)
         }
-        await writer.write(sp).catch(() => {})
+        // A send the network refuses (the peer gone, say) loses that superpacket, as a lost datagram would.
+        await writer.write(sp).catch(() => outboundErrors++)
       }
     })(),
     (async () => {
-      for await (const batch of sock) await inbound.write(batch).catch(() => {})
-    })(),
+      // The README's loop, unguarded: garbage datagrams must cost it nothing.
+      for await (const batch of sock) {
+        const r = await inbound.write(batch)
+        inboundTotals.writes++
+        inboundTotals.packets += r.packets
+        inboundTotals.dropped += r.dropped
+      }
+      inboundLoop = 'ended'
+    })().catch((err: Error & { code?: string }) => {
+      inboundLoop = `failed: ${err.code ?? ''} ${err.message}`
+      console.error(`inbound loop failed: ${err.message}`)
+    }),
   )
+  jsInbound = inbound
 }
 
 function stats(): unknown {
   if (naiveTunnel !== undefined) return { tun: tun.stats(), naive: naiveTunnel.counts }
-  return tunnel?.stats() ?? { tun: tun.stats(), udp: sock.stats(), verify, memory: process.memoryUsage() }
+  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed }
+  const inbound = { ...inboundTotals, dropReasons: jsInbound?.dropReasons() ?? {} }
+  return { tun: tun.stats(), udp: sock.stats(), verify, inbound, inboundLoop, outboundErrors, memory: process.memoryUsage() }
 }
 
 console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)

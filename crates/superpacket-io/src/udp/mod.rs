@@ -44,6 +44,8 @@ pub const RECV_BUFFER_SIZE: usize = 64 * 1024;
 pub const MAX_PAYLOAD_V4: usize = 65_507;
 /// Largest UDP payload in one IPv6 datagram without jumbograms: 65,535 - 8.
 pub const MAX_PAYLOAD_V6: usize = 65_527;
+/// Name of the single-datagram send in errors.
+const SEND_TO_SYSCALL: &str = "sendto";
 /// Default socket buffer size: a few milliseconds of traffic at 10 Gbit/s.
 const DEFAULT_SOCKET_BUFFER: usize = 7 << 20;
 
@@ -449,6 +451,23 @@ impl UdpSocket {
             // Out of buffers is a full socket to the caller: the waiting send takes over and retries.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
+        }
+    }
+
+    /// Sends one datagram to `dest` right away with one `sendto` on the caller's thread: `Ok(false)`, with
+    /// nothing sent, when the socket buffer is full or the kernel out of buffers (then
+    /// [`send_batch`](Self::send_batch) waits and retries). A single datagram needs none of `sendmmsg`'s
+    /// arrays.
+    pub fn try_send_to(&self, dest: SocketAddr, data: &[u8]) -> Result<bool, IoError> {
+        let fd = self.fd()?;
+        let addr = self.sockaddr(dest);
+        match fd.with(|s| s.send_to(data, &addr)) {
+            Ok(_) => {
+                self.counters.sent(1, data.len(), false);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(false),
+            Err(e) => Err(IoError::from_os(SEND_TO_SYSCALL, &e)),
         }
     }
 
