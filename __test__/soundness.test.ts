@@ -220,6 +220,11 @@ if (privileged('TUN')) {
       expect(r.twoIterators).toEqual({ total: 100, seen: 100, distinct: 100 })
     })
 
+    it("PacketWriter.write and Tun.write with an aborted signal reject with Node's AbortError, sent 0, and write nothing", () => {
+      const abort = { name: 'AbortError', code: 'ABORT_ERR', superpacketCode: 'ERR_SUPERPACKET_ABORTED', sent: 0, cause: 'stop' }
+      expect(r.abortedWrites).toEqual({ writerError: abort, tunWriteError: abort, got: ['ab-marker'] })
+    })
+
     it.each(['structuredClone', 'MessageChannel'])('reuseBuffers: detaching the read buffer (%s) during a pending read: the right frame arrives and the moved memory is untouched', (how) => {
       expect(r[`detach-${how}`]).toEqual({ detached: true, second: 'd-second', movedIntact: true })
     })

@@ -217,4 +217,35 @@ for (const how of ['structuredClone', 'MessageChannel']) {
   await tun.close()
 }
 
+// 5. Writes whose signal aborted before they start reject with Node's AbortError, `sent` 0, and write
+//    nothing: the marker written afterwards is the only packet that arrives.
+{
+  const tun = await Tun.open({ name: 'spm4', mtu: 1500, ipv4: `${TUN_ADDR}/24` })
+  const sink = await bindDgram(TUN_ADDR)
+  const port = sink.address().port
+  const got = []
+  sink.on('message', (m) => got.push(m.toString()))
+  const rx = await UdpSocket.bind({ address: '127.0.0.1' })
+  const tx = await UdpSocket.bind({ address: '127.0.0.1' })
+  const batchOf = async (text) => {
+    await tx.send(rx.address, udp4(port, Buffer.from(text), 7))
+    return withTimeout(rx.receive(), 'a UDP receive')
+  }
+  const w = tun.packetWriter()
+  const ac = new AbortController()
+  ac.abort(new Error('stop'))
+  const shape = (e) => ({ name: e.name, code: e.code, superpacketCode: e.superpacketCode, sent: e.sent, cause: e.cause?.message })
+  const writerError = await w.write(await batchOf('ab-skipped'), { signal: ac.signal }).then(() => null, shape)
+  const frame = Buffer.concat([Buffer.alloc(10), udp4(port, Buffer.from('ab-frame'), 8)])
+  const tunWriteError = await tun.write([frame], { signal: ac.signal }).then(() => null, shape)
+  await w.write(await batchOf('ab-marker'))
+  const deadline = Date.now() + WAIT_MS
+  while (!got.includes('ab-marker') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  result.abortedWrites = { writerError, tunWriteError, got }
+  sink.close()
+  await rx.close()
+  await tx.close()
+  await tun.close()
+}
+
 console.log(JSON.stringify(result))
