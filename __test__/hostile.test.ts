@@ -23,6 +23,7 @@ interface NativeStats {
   inbound: { datagrams: number; packets: number; drops: number; dropReasons: Reasons }
   running: boolean
   closed: string
+  peer?: { address: string; port: number }
 }
 interface JsStats {
   tun: { txDrops: number; txPackets: number }
@@ -128,6 +129,24 @@ if (privileged('hostile network')) {
       expect(written).toBeGreaterThanOrEqual(Math.ceil(bytes / MAX_TCP_PAYLOAD))
       expect(b1!.running).toBe(true)
       expect(b1!.closed).toBe('pending')
+    })
+
+    it('native Tunnel with learnPeer and a header framer: garbage from other addresses fails the header check and never moves the peer', async () => {
+      const p = await start('floodlearn', { offload: 'auto', framer: 'header', learnPeer: true })
+      const [, b0] = (await p.stats()) as NativeStats[]
+      await flood(p, ['other-port', 'second-address'])
+      const t = await p.transfer(128 * MiB, 4)
+      const sent = await garbage!.stop()
+      garbage = undefined
+      const [, b1] = (await p.stats()) as NativeStats[]
+      expect(t.sha256Received).toBe(t.sha256Sent)
+      const reasons = diff(b1!.inbound.dropReasons, b0!.inbound.dropReasons)
+      console.log(`native header learnPeer: garbage sent ${JSON.stringify(sent)}; drops at b ${JSON.stringify(reasons)}; peer ${JSON.stringify(b1!.peer)}`)
+      // With learnPeer there is no source check: the header check is what stops the garbage.
+      expect(reasons['wrong-source']).toBeUndefined()
+      expect(reasons.mismatch).toBeGreaterThan(0)
+      expect((reasons.mismatch ?? 0) + (reasons['too-short'] ?? 0)).toBeLessThanOrEqual(sent['other-port'] + sent['second-address'])
+      expect(b1!.peer).toEqual({ address: p.lab.a.outer4, port: TUNNEL_PORT })
     })
 
     it('JS path (the README\'s loops), header framer: the inbound loop survives, garbage is dropped by the source and header checks', async () => {

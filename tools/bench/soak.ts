@@ -7,7 +7,8 @@
  * @internal
  * @module
  */
-import { readdirSync, mkdirSync, writeFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Garbage } from '../lab/garbage.js'
@@ -62,7 +63,7 @@ export async function soak(seconds: number, log: (s: string) => void): Promise<v
   const pair = await TunnelPair.start('soak', { mode: 'native', offload: 'on', framer: 'header' })
   pair.endpoints.forEach(track)
   let garbage: Garbage | undefined
-  const procs = []
+  const procs: ChildProcess[] = []
   try {
     const { a, b } = pair.lab
     const pids = pair.endpoints.map(realPid) as [number, number]

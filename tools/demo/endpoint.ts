@@ -125,7 +125,7 @@ if (naive) {
 
 function stats(): unknown {
   if (naiveTunnel !== undefined) return { tun: tun.stats(), naive: naiveTunnel.counts }
-  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed }
+  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed, peer: tunnel.peer }
   const inbound = { ...inboundTotals, dropReasons: jsInbound?.dropReasons() ?? {} }
   return { tun: tun.stats(), udp: sock.stats(), verify, inbound, inboundLoop, outboundErrors, memory: process.memoryUsage() }
 }

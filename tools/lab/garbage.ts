@@ -56,7 +56,7 @@ export class Garbage {
       }
       const local = o.sources.filter((s) => s !== 'peer-address-and-port')
       if (local.length > 0) {
-        if (local.includes('second-address')) lab.exec(o.peer, 'ip', ['addr', 'add', `${SECOND_ADDRESS}/24`, 'dev', o.peer.veth])
+        if (local.includes('second-address')) lab.exec(o.peer, 'ip', ['addr', 'replace', `${SECOND_ADDRESS}/24`, 'dev', o.peer.veth])
         launch(o.peer, local, local.map((s) => (s === 'other-port' ? `${o.peer.outer4}:0` : `${SECOND_ADDRESS}:0`)), 7)
       }
       if (o.sources.includes('peer-address-and-port')) {

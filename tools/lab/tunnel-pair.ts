@@ -6,6 +6,9 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import { Lab, stop, waitForLine, type Side } from './netns.js'
+import { tcpTransfer, type Transfer } from './transfer.js'
+
+export type { Transfer } from './transfer.js'
 
 /** The endpoints' UDP port. */
 export const TUNNEL_PORT = 51820
@@ -43,15 +46,6 @@ export interface PairOptions {
 /** What one endpoint printed. */
 export interface EndpointInfo {
   ready: { tun: string; offloads: Record<string, boolean>; udp: { gso: boolean; gro: boolean }; mode: string }
-}
-
-/** A transfer's result. */
-export interface Transfer {
-  bytes: number
-  sha256Sent: string
-  sha256Received: string
-  seconds: number
-  gbps: number
 }
 
 /** Counters of one direction of the relay. */
@@ -157,30 +151,8 @@ export class TunnelPair {
    * Sends `bytes` of random data over TCP from side a to side b through the tunnel. `signal` stops both
    * TCP processes and rejects.
    */
-  async transfer(bytes: number, family: 4 | 6 = 4, timeoutSeconds = 240, signal?: AbortSignal): Promise<Transfer> {
-    const { a, b } = this.lab
-    const dst = family === 6 ? `[${b.inner6}]:5201` : `${b.inner4}:5201`
-    const recv = this.lab.node(b, 'demo/tcp.js', ['recv', '--listen', dst, '--timeout', String(timeoutSeconds)])
-    let send: ChildProcess | undefined
-    const aborted = new Promise<never>((_, reject) => {
-      const onAbort = () => reject(new Error('transfer aborted'))
-      if (signal?.aborted) onAbort()
-      signal?.addEventListener('abort', onAbort, { once: true })
-    })
-    aborted.catch(() => {})
-    try {
-      await Promise.race([waitForLine(recv, /listening\n/, 10_000), aborted])
-      const done = waitForLine(recv, /(\{.*\})\n/, timeoutSeconds * 1000)
-      done.catch(() => {})
-      send = this.lab.node(a, 'demo/tcp.js', ['send', '--to', dst, '--bytes', String(bytes), '--timeout', String(timeoutSeconds)])
-      const sent = await Promise.race([waitForLine(send, /(\{.*\})\n/, timeoutSeconds * 1000), aborted])
-      const got = await Promise.race([done, aborted])
-      const s = JSON.parse(sent[1]!) as { sha256: string }
-      const r = JSON.parse(got[1]!) as { bytes: number; sha256: string; seconds: number }
-      return { bytes: r.bytes, sha256Sent: s.sha256, sha256Received: r.sha256, seconds: r.seconds, gbps: (r.bytes * 8) / r.seconds / 1e9 }
-    } finally {
-      await Promise.all([stop(recv), send && stop(send)])
-    }
+  transfer(bytes: number, family: 4 | 6 = 4, timeoutSeconds = 240, signal?: AbortSignal): Promise<Transfer> {
+    return tcpTransfer(this.lab, this.lab.a, this.lab.b, bytes, family, timeoutSeconds, signal)
   }
 
   /** Asks both endpoints for their counters. */
