@@ -3,7 +3,7 @@
  *
  *   node tools/dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
  *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js|naive]
- *     [--framer plain|header] [--mtu 1420] [--queues 1] [--learn-peer]
+ *     [--framer plain|header|wireguard --wg-config FILE] [--mtu 1420] [--queues 1] [--learn-peer]
  *
  * `--mode js` runs the loops the README shows, unchanged: a failed `PacketWriter.write` ends the inbound loop
  * (reported in the stats as `inboundLoop`), as it would end a user's tunnel.
@@ -19,7 +19,8 @@ import { parseArgs } from 'node:util'
 import { hostPort } from '../lab/args.js'
 import { NaiveTunnel } from '../lab/naive-tunnel.js'
 import { packetValid } from '../lab/verify.js'
-import { headerFramer, plainFramer, Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type PacketWriter } from 'superpacket'
+import { chooseFramer } from './framers.js'
+import { Tun, Tunnel, UdpSocket, type Framer, type NativeFramer, type PacketWriter } from 'superpacket'
 
 const { values: o } = parseArgs({
   options: {
@@ -34,6 +35,10 @@ const { values: o } = parseArgs({
     mtu: { type: 'string', default: '1420' },
     queues: { type: 'string', default: '1' },
     verify: { type: 'boolean', default: false },
+    // --framer wireguard: the wg-format config file (keys, peers, endpoints, AllowedIPs).
+    'wg-config': { type: 'string' },
+    // --framer wireguard: start a new handshake after this many sealed packets (tests of rekeying).
+    'rekey-after': { type: 'string' },
     // Native mode: the Tunnel's learnPeer (send to whoever last sent an accepted datagram).
     'learn-peer': { type: 'boolean', default: false },
     // JS mode: read and receive into reused buffers (see TunOptions.reuseBuffers).
@@ -45,13 +50,14 @@ const { values: o } = parseArgs({
 const naive = o.mode === 'naive'
 const reuse = o.mode === 'js' && o.reuse === 'on'
 const offload = naive ? false : o.offload === 'auto' ? 'auto' : o.offload === 'on'
-const framer: NativeFramer = o.framer === 'header' ? headerFramer(Buffer.from('superpkt')) : plainFramer()
+const choice = chooseFramer(o.framer!, o['wg-config'], o['rekey-after'] === undefined ? undefined : Number(o['rekey-after']))
+const framer: NativeFramer = choice.framer
 const listen = hostPort(o.listen!)
 const peer = o.peer ? hostPort(o.peer) : undefined
 
 const tun = await Tun.open({
   name: o.tun!,
-  mtu: Number(o.mtu),
+  mtu: choice.mtu ?? Number(o.mtu),
   ipv4: o.inner4,
   ipv6: o.inner6,
   offload,
@@ -85,9 +91,9 @@ if (naive) {
     },
   )
 } else {
-  if (peer === undefined) throw new Error('--mode js needs --peer')
+  if (peer === undefined && !framer.routes) throw new Error('--mode js needs --peer')
   const f: Framer = framer
-  const writer = sock.segmentWriter(peer, { framer: f })
+  const writer = peer === undefined ? sock.segmentWriter({ framer }) : sock.segmentWriter(peer, { framer: f })
   // With the socket and the peer, a plaintext framer takes datagrams from the peer only (wrong-source).
   const inbound = tun.packetWriter({ framer: f, socket: sock, peer })
   loops.push(
@@ -125,9 +131,10 @@ if (naive) {
 
 function stats(): unknown {
   if (naiveTunnel !== undefined) return { tun: tun.stats(), naive: naiveTunnel.counts }
-  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed, peer: tunnel.peer }
+  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed, peer: tunnel.peer, peers: tunnel.peers() }
   const inbound = { ...inboundTotals, dropReasons: jsInbound?.dropReasons() ?? {} }
-  return { tun: tun.stats(), udp: sock.stats(), verify, inbound, inboundLoop, outboundErrors, memory: process.memoryUsage() }
+  const peers = choice.wireguard?.peers() ?? []
+  return { tun: tun.stats(), udp: sock.stats(), verify, inbound, inboundLoop, outboundErrors, peers, memory: process.memoryUsage() }
 }
 
 console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)

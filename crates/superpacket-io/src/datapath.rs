@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use superpacket_core::framer::{Control, DropCounters, DropReason, Framer, Opened, Sealed, Slots};
 use superpacket_core::split::{self, Layout};
+use superpacket_core::MAX_SEGMENTS;
 
 use crate::error::{ErrorKind, IoError};
 
@@ -34,12 +35,27 @@ pub struct Prepared<'a> {
 pub struct Outbound {
     framer: Arc<dyn Framer>,
     buf: Vec<u8>,
+    /// Bytes of `buf` holding prepared datagrams (several superpackets when appended).
+    len: usize,
+}
+
+/// Where [`Outbound::prepare_append`] put a superpacket's datagrams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The datagrams' bytes in the send buffer ([`Outbound::prepared`]).
+    pub range: std::ops::Range<usize>,
+    /// The datagram size for UDP_SEGMENT.
+    pub segment_size: usize,
+    /// How many datagrams.
+    pub segments: usize,
+    /// Where the framer says they go.
+    pub sealed: Sealed,
 }
 
 impl Outbound {
     /// A preparer that seals with `framer`.
     pub fn new(framer: Arc<dyn Framer>) -> Self {
-        Outbound { framer, buf: Vec::new() }
+        Outbound { framer, buf: Vec::new(), len: 0 }
     }
 
     /// The framer in use.
@@ -47,37 +63,111 @@ impl Outbound {
         &self.framer
     }
 
-    /// Bytes of the last prepared buffer, such as a part that could not be sent yet.
+    /// Bytes of the prepared buffer, such as a part that could not be sent yet.
     pub fn prepared(&self, range: std::ops::Range<usize>) -> Option<&[u8]> {
-        self.buf.get(range)
+        self.buf.get(..self.len)?.get(range)
+    }
+
+    /// Forgets every prepared superpacket (the buffer is reused).
+    pub fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// Splits `frame` (virtio_net_hdr + IP packet) straight into the slots of the send buffer and has the
     /// framer seal them in place; datagrams the framer wants sent besides (a handshake) go to `control`.
-    /// A malformed frame is an [`ErrorKind::InvalidPacket`] error and leaves nothing behind.
+    /// Replaces whatever was prepared before. A malformed frame is an [`ErrorKind::InvalidPacket`] error.
     pub fn prepare(&mut self, frame: &[u8], control: &mut Control) -> Result<Prepared<'_>, IoError> {
+        self.clear();
+        let a = self.prepare_append(frame, control)?;
+        Ok(Prepared { bytes: &self.buf[a.range], segment_size: a.segment_size, segments: a.segments, sealed: a.sealed })
+    }
+
+    /// Like [`prepare`](Self::prepare), after what is already prepared, so that several superpackets (or
+    /// single packets) can leave together. A malformed frame leaves what was prepared before untouched.
+    pub fn prepare_append(&mut self, frame: &[u8], control: &mut Control) -> Result<Appended, IoError> {
         let layout = Layout { headroom: self.framer.headroom(), tailroom: self.framer.tailroom() };
         let plan = split::plan(frame)?;
         let need = plan.buffer_len(layout);
-        if self.buf.len() < need {
-            self.buf.resize(need, 0);
+        let start = self.len;
+        let end = start
+            .checked_add(need)
+            .ok_or_else(|| IoError::new(ErrorKind::InvalidPacket, "the superpacket does not lay out into slots"))?;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
         }
-        split::split_into(frame, layout, &mut self.buf[..need])?;
-        let mut slots = Slots::new(
-            &mut self.buf[..need],
-            layout.headroom,
-            layout.tailroom,
-            plan.seg_ip_len,
-            plan.last_ip_len,
-            plan.count,
-        )
-        .ok_or_else(|| IoError::new(ErrorKind::InvalidPacket, "the superpacket does not lay out into slots"))?;
+        let out = &mut self.buf[start..end];
+        split::split_into_planned(frame, &plan, layout, out)?;
+        let mut slots = Slots::new(out, layout.headroom, layout.tailroom, plan.seg_ip_len, plan.last_ip_len, plan.count)
+            .ok_or_else(|| IoError::new(ErrorKind::InvalidPacket, "the superpacket does not lay out into slots"))?;
         let sealed = self.framer.seal(&mut slots, control).map_err(|e| match e {
             superpacket_core::framer::SealError::Exhausted => IoError::new(ErrorKind::Exhausted, e.to_string()),
             superpacket_core::framer::SealError::BadLayout => IoError::new(ErrorKind::InvalidArgument, e.to_string()),
         })?;
         let segment_size = if plan.count > 1 { slots.stride() } else { need };
-        Ok(Prepared { bytes: &self.buf[..need], segment_size, segments: plan.count, sealed })
+        self.len = end;
+        Ok(Appended { range: start..end, segment_size, segments: plan.count, sealed })
+    }
+}
+
+/// Consecutive prepared datagrams that can leave in one UDP send: to one destination, all
+/// `segment_size` bytes but the last (a GSO train; the socket falls back to `sendmmsg` by itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Train {
+    /// Where the datagrams go.
+    pub dest: SocketAddr,
+    /// Their bytes in the [`Outbound`] buffer.
+    pub range: std::ops::Range<usize>,
+    /// The datagram size.
+    pub segment_size: usize,
+    /// How many datagrams.
+    pub segments: usize,
+    /// A shorter last datagram (or a whole superpacket) ends a train.
+    closed: bool,
+}
+
+/// Groups prepared superpackets into [`Train`]s: consecutive single packets of one size to one destination
+/// become one GSO train (up to [`MAX_SEGMENTS`]), as offloads would have made them.
+#[derive(Debug, Default)]
+pub struct Trains {
+    trains: Vec<Train>,
+}
+
+impl Trains {
+    /// Forgets every train.
+    pub fn clear(&mut self) {
+        self.trains.clear();
+    }
+
+    /// The trains, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Train> {
+        self.trains.iter()
+    }
+
+    /// Adds what [`Outbound::prepare_append`] put at `a.range`, bound for `dest`.
+    pub fn push(&mut self, dest: SocketAddr, a: &Appended) {
+        let len = a.range.len();
+        if a.segments == 1 {
+            if let Some(t) = self.trains.last_mut() {
+                if !t.closed
+                    && t.dest == dest
+                    && t.range.end == a.range.start
+                    && len <= t.segment_size
+                    && t.segments < MAX_SEGMENTS
+                {
+                    t.range.end = a.range.end;
+                    t.segments += 1;
+                    t.closed = len < t.segment_size;
+                    return;
+                }
+            }
+        }
+        self.trains.push(Train {
+            dest,
+            range: a.range.clone(),
+            segment_size: a.segment_size,
+            segments: a.segments,
+            closed: a.segments > 1,
+        });
     }
 }
 
@@ -253,5 +343,42 @@ mod tests {
         assert_eq!(drops.get(DropReason::Mismatch), 1);
         assert_eq!(drops.get(DropReason::TooShort), 1);
         assert_eq!(drops.get(DropReason::WrongSource), 1);
+    }
+
+    #[test]
+    fn single_packets_of_one_size_to_one_peer_become_one_train() {
+        let peer = from();
+        let other: SocketAddr = "198.18.9.9:1".parse().unwrap();
+        let mut out = Outbound::new(Arc::new(PlainFramer));
+        let mut trains = Trains::default();
+        let mut control = Control::new();
+        let sizes = [1200, 1200, 1200, 800, 1200, 1200];
+        for (i, &n) in sizes.iter().enumerate() {
+            let a = out.prepare_append(&plain_frame(n), &mut control).unwrap();
+            trains.push(if i == 5 { other } else { peer }, &a);
+        }
+        let t: Vec<_> = trains.iter().map(|t| (t.dest, t.segments, t.segment_size, t.range.clone())).collect();
+        // 3 x 1228 then the shorter 828 closes the train; the next 1228 starts a new one; another peer, another.
+        assert_eq!(
+            t,
+            vec![(peer, 4, 1228, 0..3 * 1228 + 828), (peer, 1, 1228, 4512..5740), (other, 1, 1228, 5740..6968)]
+        );
+        assert_eq!(out.prepared(0..4).map(|b| b[0]), Some(0x45));
+        // A GSO superpacket is a train of its own.
+        let a = out.prepare_append(&uso_frame(3000, 1200), &mut control).unwrap();
+        trains.push(peer, &a);
+        assert_eq!(trains.iter().last().map(|t| t.segments), Some(3));
+    }
+
+    /// A frame holding one complete UDP/IPv4 packet of `payload` bytes (no GSO, nothing left to the kernel).
+    fn plain_frame(payload: usize) -> Vec<u8> {
+        let mut f = uso_frame(payload, 0);
+        f[..10].fill(0);
+        let ip = &mut f[10..];
+        let sum = superpacket_core::checksum::checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        // A zero UDP checksum over IPv4 means "none".
+        ip[26..28].copy_from_slice(&[0, 0]);
+        f
     }
 }

@@ -9,13 +9,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use superpacket_core::framer::{Control, DropCounters, DropReason, Framer, Sealed, POLL_INTERVAL_MS};
-use superpacket_core::VNET_HDR_LEN;
+use superpacket_core::MAX_SEGMENTS;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::datapath::{open_batch, Outbound, SourceFilter};
+use crate::datapath::{open_batch, Outbound, SourceFilter, Trains};
 use crate::error::{ErrorKind, IoError};
-use crate::tun::{Tun, TunQueue, TunStats, WriteScratch};
+use crate::tun::{Tun, TunQueue, TunStats, WriteScratch, MIN_READ_BUF};
 use crate::udp::{RecvBatch, UdpSocket, UdpStats, RECV_BUFFER_SIZE};
 
 /// Messages per receive system call; each holds up to 64 KiB with GRO.
@@ -99,6 +99,31 @@ impl Shared {
             Some(peer) if !self.learn_peer && !self.framer.routes() => SourceFilter::Only(peer),
             _ => SourceFilter::Any,
         }
+    }
+
+    /// Prepares one frame read from the TUN after those already in `out` and adds it to `trains`, or
+    /// counts why it is not sent.
+    fn stage(&self, out: &mut Outbound, frame: &[u8], trains: &mut Trains, control: &mut Control) {
+        let c = &self.counters;
+        bump(&c.out_superpackets, 1);
+        let appended = match out.prepare_append(frame, control) {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = if e.kind == ErrorKind::Exhausted { DropReason::Exhausted } else { DropReason::InvalidPacket };
+                c.out_drops.add(reason, 1);
+                return;
+            }
+        };
+        let dest = match appended.sealed {
+            Sealed::To(addr) => addr,
+            Sealed::ToPeer => match self.peer() {
+                Some(peer) => peer,
+                None => return c.out_drops.add(DropReason::NoRoute, 1),
+            },
+            Sealed::Held => return bump(&c.out_held, 1),
+            Sealed::Dropped(reason) => return c.out_drops.add(reason, 1),
+        };
+        trains.push(dest, &appended);
     }
 
     /// Sends what the framer queued; a send that fails costs only that control datagram.
@@ -241,48 +266,38 @@ async fn supervised(
     r
 }
 
-/// TUN queue → split + seal → GSO send.
+/// Packets read per wakeup when the TUN hands out single packets (no TSO): one GSO train's worth.
+const READ_BATCH: usize = MAX_SEGMENTS;
+
+/// TUN queue → split + seal → GSO send. Without TSO each read is one packet: whatever else is ready is
+/// read too (up to [`READ_BATCH`]), and runs of equal-size packets to one peer leave as one GSO train.
 async fn outbound(shared: Arc<Shared>, queue: Arc<TunQueue>) -> Result<(), IoError> {
-    let mut buf = vec![0u8; VNET_HDR_LEN + 65_535];
+    let mut buf = vec![0u8; MIN_READ_BUF];
     let mut out = Outbound::new(shared.framer.clone());
+    let mut trains = Trains::default();
     let mut control = Control::new();
+    let offloads = shared.tun.offloads();
+    let batch = if offloads.tso4 || offloads.tso6 { 1 } else { READ_BATCH };
     let c = &shared.counters;
     loop {
         let n = queue.read_frame(&mut buf).await?;
-        bump(&c.out_superpackets, 1);
-        let prepared = match out.prepare(&buf[..n], &mut control) {
-            Ok(p) => p,
-            Err(e) => {
-                let reason = if e.kind == ErrorKind::Exhausted { DropReason::Exhausted } else { DropReason::InvalidPacket };
-                c.out_drops.add(reason, 1);
-                shared.send_control(&mut control).await?;
-                continue;
+        out.clear();
+        trains.clear();
+        shared.stage(&mut out, &buf[..n], &mut trains, &mut control);
+        for _ in 1..batch {
+            match queue.try_read_frame(&mut buf)? {
+                Some(n) => shared.stage(&mut out, &buf[..n], &mut trains, &mut control),
+                None => break,
             }
-        };
-        let to = match prepared.sealed {
-            Sealed::To(addr) => Some(addr),
-            Sealed::ToPeer => shared.peer(),
-            Sealed::Held => {
-                bump(&c.out_held, 1);
-                None
+        }
+        for t in trains.iter() {
+            let Some(bytes) = out.prepared(t.range.clone()) else { continue };
+            match shared.udp.send_segments(t.dest, bytes, t.segment_size).await {
+                Ok(()) => bump(&c.out_segments, t.segments),
+                Err(e) if e.kind == ErrorKind::Closed => return Err(e),
+                // A send the network refuses (no route, buffer full after retries) drops this train only.
+                Err(_) => c.out_drops.add(DropReason::NoRoute, 1),
             }
-            Sealed::Dropped(reason) => {
-                c.out_drops.add(reason, 1);
-                None
-            }
-        };
-        match (to, prepared.sealed) {
-            (Some(peer), _) => {
-                let segments = prepared.segments;
-                match shared.udp.send_segments(peer, prepared.bytes, prepared.segment_size).await {
-                    Ok(()) => bump(&c.out_segments, segments),
-                    Err(e) if e.kind == ErrorKind::Closed => return Err(e),
-                    // A send the network refuses (no route, buffer full after retries) drops this superpacket only.
-                    Err(_) => c.out_drops.add(DropReason::NoRoute, 1),
-                }
-            }
-            (None, Sealed::ToPeer) => c.out_drops.add(DropReason::NoRoute, 1),
-            (None, _) => {}
         }
         if !control.is_empty() {
             shared.send_control(&mut control).await?;
