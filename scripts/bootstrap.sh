@@ -17,7 +17,7 @@ readonly ACTIONLINT_VERSION=v1.7.12
 
 # Test needs (the tests and the demo), as command:package. The package names are the same on Debian and
 # Ubuntu. Go builds wireguard-go for the interop tests and actionlint.
-test_needs=(ip:iproute2 ethtool:ethtool wg:wireguard-tools capsh:libcap2-bin setpriv:util-linux
+test_needs=(ip:iproute2 ethtool:ethtool wg:wireguard-tools tcpdump:tcpdump capsh:libcap2-bin setpriv:util-linux
             readelf:binutils xz:xz-utils go:golang-go)
 
 # Bench needs (npm run bench only): perf's package differs between the two.
@@ -26,7 +26,7 @@ case " ${ID:-} ${ID_LIKE:-} " in
   *" ubuntu "*) perf_packages="linux-tools-common linux-tools-generic" ;;
   *) perf_packages="linux-perf" ;;
 esac
-bench_needs=(iperf3:iperf3 tcpdump:tcpdump "perf:$perf_packages")
+bench_needs=(iperf3:iperf3 "perf:$perf_packages")
 
 wanted=("${test_needs[@]}")
 if $bench; then wanted+=("${bench_needs[@]}"); fi

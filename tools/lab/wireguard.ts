@@ -140,15 +140,22 @@ export interface SuperpacketWgOptions {
   offload?: 'auto' | 'on' | 'off'
   /** Start a new handshake after this many sealed packets. */
   rekeyAfter?: number
+  /** TUN name (default `sp0`): several endpoints in one namespace need their own. */
+  tun?: string
+  /** Inner IPv4 address/prefix (default the side's, /24). */
+  inner4?: string
+  /** Inner IPv6 address/prefix (default the side's, /64). */
+  inner6?: string
 }
 
 /** A superpacket endpoint with the WireGuard framer in `side`'s namespace, TUN `sp0`. */
 export async function startSuperpacketWg(lab: Lab, side: Side, spec: WgInterfaceSpec, options: SuperpacketWgOptions = {}): Promise<WgEndpoint> {
   const file = configFile(spec)
+  const tun = options.tun ?? 'sp0'
   const p = lab.node(side, 'demo/endpoint.js', [
-    '--tun', 'sp0',
-    '--inner4', `${side.inner4}/24`,
-    '--inner6', `${side.inner6}/64`,
+    '--tun', tun,
+    '--inner4', options.inner4 ?? `${side.inner4}/24`,
+    '--inner6', options.inner6 ?? `${side.inner6}/64`,
     '--listen', `0.0.0.0:${spec.listenPort}`,
     '--framer', 'wireguard',
     '--wg-config', file.path,
@@ -163,7 +170,7 @@ export async function startSuperpacketWg(lab: Lab, side: Side, spec: WgInterface
   }
   try {
     await waitForLine(p, /ready (\{.*\})\n/, 20_000)
-    return { process: p, dev: 'sp0', close }
+    return { process: p, dev: tun, close }
   } catch (err) {
     await close()
     throw err
