@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { generatePrivateKey, parseWireGuardConfig, publicKey, SuperpacketError, wireguard } from 'superpacket'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Lab, stop } from '../tools/dist/lab/netns.js'
+import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
 import { udpDatagrams } from '../tools/dist/lab/pcap.js'
 import { tcpTransfer } from '../tools/dist/lab/transfer.js'
 import {
@@ -126,6 +126,14 @@ afterEach(async () => {
   lab = undefined
 })
 
+/** Waits (bounded) until tcpdump has written its file header, that is until it listens. */
+async function pcapStarted(file: string, capture: ChildProcess): Promise<void> {
+  for (let t = 0; !(existsSync(file) && statSync(file).size >= 24); t++) {
+    if (t > 100 || capture.exitCode !== null) throw new Error(`tcpdump did not start (exit ${capture.exitCode}); it is a test dependency (scripts/bootstrap.sh)`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 function track(e: WgEndpoint): WgEndpoint {
   closers.push(() => e.close())
   return e
@@ -227,11 +235,7 @@ if (privileged('WireGuard interop')) {
       const pcapFile = join(pcapDir, 'hub.pcap')
       const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '200', '-w', pcapFile, 'udp and src port', String(PORT)])
       closers.push(() => stop(capture))
-      // tcpdump writes the file header once it listens (bounded wait).
-      for (let t = 0; !(existsSync(pcapFile) && statSync(pcapFile).size >= 24); t++) {
-        if (t > 100 || capture.exitCode !== null) throw new Error(`tcpdump did not start (exit ${capture.exitCode}); it is a test dependency (scripts/bootstrap.sh)`)
-        await new Promise((r) => setTimeout(r, 50))
-      }
+      await pcapStarted(pcapFile, capture)
       const ehub = track(
         await startSuperpacketWg(
           l,
@@ -292,6 +296,48 @@ if (privileged('WireGuard interop')) {
       }
       // Three 16 MiB transfers: ~36,000 data datagrams from the hub were captured, none twice.
       expect(data).toBeGreaterThan((3 * size) / 1500)
+    })
+
+    it('hostile datagrams at the port during a transfer are dropped by reason and cost no legitimate packet', async () => {
+      lab = new Lab('wgatk')
+      const l = lab
+      const a = keyPair()
+      const b = keyPair()
+      l.exec(l.a, 'ethtool', ['-K', l.a.veth, 'tx-udp-segmentation', 'off'])
+      const dir = mkdtempSync(join(tmpdir(), 'sp-wgatk-'))
+      closers.push(async () => rmSync(dir, { recursive: true, force: true }))
+      const pcapFile = join(dir, 'a.pcap')
+      const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '2000', '-w', pcapFile, 'udp and src port', String(PORT)])
+      closers.push(() => stop(capture))
+      await pcapStarted(pcapFile, capture)
+      track(await startSuperpacketWg(l, l.a, { privateKey: a.privateKey, listenPort: PORT, peers: [{ publicKey: b.publicKey, allowedIPs: INNER, endpoint: endpointOf(l.b, PORT) }] }))
+      const eb = track(await startSuperpacketWg(l, l.b, { privateKey: b.privateKey, listenPort: PORT, peers: [{ publicKey: a.publicKey, allowedIPs: INNER, endpoint: endpointOf(l.a, PORT) }] }))
+      // Real traffic to replay, cut and forge.
+      const warm = await tcpTransfer(l, l.a, l.b, 4 * MiB, 4)
+      expect(warm.sha256Received).toBe(warm.sha256Sent)
+      await stop(capture)
+      const before = (await endpointStats(eb.process)) as unknown as WgStats & { inbound: { drops: number } }
+      const transfer = tcpTransfer(l, l.a, l.b, 64 * MiB, 4)
+      const attacker = l.node(l.a, 'lab/wg-attack.js', ['--pcap', pcapFile, '--to', endpointOf(l.b, PORT), '--victim-key', b.publicKey, '--per-kind', '1500', '--seconds', '30'])
+      closers.push(() => stop(attacker))
+      const sent = JSON.parse((await waitForLine(attacker, /(\{.*\})\n/, 60_000))[1]!) as Record<string, number>
+      const t = await transfer
+      expect(t.bytes).toBe(64 * MiB)
+      expect(t.sha256Received).toBe(t.sha256Sent)
+      const after = (await endpointStats(eb.process)) as unknown as WgStats & { inbound: { drops: number }; tun: { txDrops: number } }
+      const total = Object.values(sent).reduce((x, y) => x + y, 0)
+      const reasons = after.inbound.dropReasons
+      // Every kind was seen and dropped under its reason.
+      expect(reasons['replay'] ?? 0).toBeGreaterThan(0)
+      expect(reasons['bad-mac'] ?? 0).toBeGreaterThan(0)
+      expect((reasons['too-short'] ?? 0) + (reasons['mismatch'] ?? 0)).toBeGreaterThan(0)
+      expect(reasons['bad-handshake'] ?? 0).toBeGreaterThan(0)
+      // Nothing dropped that the attack did not send: no legitimate datagram was lost to it.
+      expect(after.inbound.drops - before.inbound.drops).toBeLessThanOrEqual(total)
+      // Nothing of it reached the TUN, and the peer did not move to the attacker's port.
+      expect(after.tun.txDrops).toBe(0)
+      expect(after.peers[0]!.endpoint).toBe(endpointOf(l.a, PORT))
+      expect(after.closed).toBe('pending')
     })
 
     it('a wrong key on one side makes no session and no crash; fixing it recovers', async () => {
