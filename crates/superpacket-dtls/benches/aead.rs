@@ -41,12 +41,17 @@ fn ring_records(c: &mut Criterion) {
                 counter += 1;
                 let mut nonce = [0u8; 12];
                 nonce[4..].copy_from_slice(&counter.to_be_bytes());
-                let tag = key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from([0u8; 13]), &mut record);
+                let tag = key.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from([0u8; 13]),
+                    &mut record,
+                );
                 black_box(tag.ok())
             })
         });
         let mut sealed = vec![0x45u8; RECORD];
-        let tag = key.seal_in_place_separate_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from([0u8; 13]), &mut sealed);
+        let tag =
+            key.seal_in_place_separate_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from([0u8; 13]), &mut sealed);
         sealed.extend_from_slice(tag.as_ref().map(|t| t.as_ref()).unwrap_or(&[]));
         group.bench_function(format!("open/{cipher}"), |b| {
             b.iter_batched_ref(
@@ -65,7 +70,12 @@ fn ring_records(c: &mut Criterion) {
 fn framer_pair(cipher: Cipher) -> (DtlsFramer, DtlsFramer) {
     let a = KeyMaterial { key: vec![1; cipher.key_len()], iv: vec![2; cipher.iv_len()] };
     let b = KeyMaterial { key: vec![3; cipher.key_len()], iv: vec![4; cipher.iv_len()] };
-    let make = |tx: &KeyMaterial, rx: &KeyMaterial| match DtlsFramer::new(DtlsConfig::new(cipher, 1, tx.clone(), rx.clone())) {
+    let make = |tx: &KeyMaterial, rx: &KeyMaterial| match DtlsFramer::new(DtlsConfig::new(
+        cipher,
+        1,
+        tx.clone(),
+        rx.clone(),
+    )) {
         Ok(f) => f,
         Err(e) => unreachable!("{e}"),
     };

@@ -148,7 +148,12 @@ impl RecordKey {
     }
 
     /// Verifies and decrypts `ciphertext_and_tag` in place; the plaintext is its start.
-    pub(crate) fn open<'a>(&self, epoch_seq: u64, aad: [u8; AAD_LEN], ciphertext_and_tag: &'a mut [u8]) -> Option<&'a mut [u8]> {
+    pub(crate) fn open<'a>(
+        &self,
+        epoch_seq: u64,
+        aad: [u8; AAD_LEN],
+        ciphertext_and_tag: &'a mut [u8],
+    ) -> Option<&'a mut [u8]> {
         self.key.open_in_place(self.nonce(epoch_seq), Aad::from(aad), ciphertext_and_tag).ok()
     }
 }
@@ -178,9 +183,12 @@ mod tests {
 
     #[test]
     fn wrong_lengths_name_the_field() {
-        let e = RecordKey::new(Cipher::Aes128Gcm, &KeyMaterial { key: vec![0; 32], iv: vec![0; 4] }, "tx").err().unwrap();
+        let e =
+            RecordKey::new(Cipher::Aes128Gcm, &KeyMaterial { key: vec![0; 32], iv: vec![0; 4] }, "tx").err().unwrap();
         assert_eq!(e.field, "tx.key");
-        let e = RecordKey::new(Cipher::Chacha20Poly1305, &KeyMaterial { key: vec![0; 32], iv: vec![0; 4] }, "rx").err().unwrap();
+        let e = RecordKey::new(Cipher::Chacha20Poly1305, &KeyMaterial { key: vec![0; 32], iv: vec![0; 4] }, "rx")
+            .err()
+            .unwrap();
         assert_eq!(e.field, "rx.iv");
     }
 }

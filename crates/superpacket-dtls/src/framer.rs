@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use superpacket_core::framer::{reserve_block, Control, DropCounters, DropReason, Framer, Opened, SealError, Sealed, Slots};
+use superpacket_core::framer::{
+    reserve_block, Control, DropCounters, DropReason, Framer, Opened, SealError, Sealed, Slots,
+};
 
 use crate::cipher::{Cipher, KeyMaterial, RecordKey, TAG_LEN};
 use crate::error::ConfigError;
@@ -200,7 +202,11 @@ impl DtlsFramer {
         replay_window: usize,
     ) -> Result<(Sender, Receiver), ConfigError> {
         let tx = Sender { epoch, key: RecordKey::new(cipher, tx, "tx")?, next_sequence: AtomicU64::new(0) };
-        let rx = Receiver { epoch, key: RecordKey::new(cipher, rx, "rx")?, replay: Mutex::new(ReplayWindow::new(replay_window)) };
+        let rx = Receiver {
+            epoch,
+            key: RecordKey::new(cipher, rx, "rx")?,
+            replay: Mutex::new(ReplayWindow::new(replay_window)),
+        };
         Ok((tx, rx))
     }
 
@@ -287,7 +293,8 @@ impl DtlsFramer {
         }
         let explicit_len = self.cipher.explicit_nonce_len();
         // An empty plaintext is no IP packet.
-        let plaintext_len = fragment.len().checked_sub(explicit_len + TAG_LEN).filter(|&n| n > 0).ok_or(DropReason::TooShort)?;
+        let plaintext_len =
+            fragment.len().checked_sub(explicit_len + TAG_LEN).filter(|&n| n > 0).ok_or(DropReason::TooShort)?;
         let plaintext_len = u16::try_from(plaintext_len).map_err(|_| DropReason::Mismatch)?;
         if fragment[..explicit_len] != header.epoch_seq.to_be_bytes()[..explicit_len] {
             return Err(DropReason::Mismatch);
@@ -369,7 +376,13 @@ impl Framer for DtlsFramer {
         Ok(Sealed::ToPeer)
     }
 
-    fn open<'a>(&self, datagram: &'a mut [u8], _scratch: &'a mut [u8], _from: SocketAddr, _control: &mut Control) -> Opened<'a> {
+    fn open<'a>(
+        &self,
+        datagram: &'a mut [u8],
+        _scratch: &'a mut [u8],
+        _from: SocketAddr,
+        _control: &mut Control,
+    ) -> Opened<'a> {
         match self.open_record(datagram) {
             Ok(packet) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
