@@ -1,5 +1,7 @@
 /**
- * `npm run bench -- --soak <seconds>`: a native Tunnel (offloads on, header framer) carries one iperf3 TCP
+ * `npm run bench -- --soak <seconds>`: first, RATIO_ROUNDS rounds of RATIO_SECONDS of iperf3 without and
+ * then with the garbage flood, for the throughput ratio of issue 11's target. Then a native Tunnel (offloads on, header
+ * framer) carries one iperf3 TCP
  * flow a→b for the whole run while its receiving endpoint is flooded with garbage (~50k datagrams/s from
  * the peer's namespace on another port and address, and from the peer's own address and port). Every
  * SAMPLE_SECONDS it records each endpoint's RSS and open fds and the receiving endpoint's counters, and
@@ -15,7 +17,7 @@ import { Garbage } from '../lab/garbage.js'
 import { stop, waitForLine } from '../lab/netns.js'
 import { TUNNEL_PORT, TunnelPair } from '../lab/tunnel-pair.js'
 import { memory, realPid } from './proc.js'
-import { round } from './report.js'
+import { median, round } from './report.js'
 import { REPO_ROOT, track } from './setups.js'
 
 const SAMPLE_SECONDS = 5
@@ -25,6 +27,9 @@ const GARBAGE_RATE = 50_000
 const WARM_UP_SECONDS = 20
 /** What "flat" allows between the first sample after warm-up and the last. */
 const FLAT_RSS_MIB = 5
+/** Rounds of (transfer without garbage, transfer with garbage), alternated so that load drift hits both. */
+const RATIO_ROUNDS = 3
+const RATIO_SECONDS = 5
 
 interface EndpointCounters {
   tun: { txBytes: number; txDrops: number }
@@ -66,19 +71,14 @@ export async function soak(seconds: number, log: (s: string) => void): Promise<v
   const procs: ChildProcess[] = []
   try {
     const { a, b } = pair.lab
+    const flood = (seconds: number) =>
+      Garbage.start(pair.lab, { victim: b, port: TUNNEL_PORT, peer: a, sources: ['other-port', 'second-address', 'peer-address-and-port'], rate: GARBAGE_RATE, seconds, started: track })
     const pids = pair.endpoints.map(realPid) as [number, number]
     const server = track(pair.lab.spawn(b, 'iperf3', ['-s', '-B', b.inner4, '--forceflush']))
     procs.push(server)
     await waitForLine(server, /listening/i, 5000).catch(() => sleep(500))
-    garbage = await Garbage.start(pair.lab, {
-      victim: b,
-      port: TUNNEL_PORT,
-      peer: a,
-      sources: ['other-port', 'second-address', 'peer-address-and-port'],
-      rate: GARBAGE_RATE,
-      seconds: seconds + 30,
-      started: track,
-    })
+    const ratio = await throughputRatio(pair, () => flood(RATIO_SECONDS + 60), log)
+    garbage = await flood(seconds + 30)
     const client = track(pair.lab.spawn(a, 'iperf3', ['-c', b.inner4, '-t', String(seconds), '-J']))
     procs.push(client)
     const samples: SoakSample[] = []
@@ -110,7 +110,7 @@ export async function soak(seconds: number, log: (s: string) => void): Promise<v
     garbage = undefined
     const end = (await pair.statsOf(1)) as EndpointCounters
     const summary = summarize(samples, sent, end)
-    const result = { date: new Date(t0).toISOString(), seconds, sampleSeconds: SAMPLE_SECONDS, garbageRate: GARBAGE_RATE, summary, samples }
+    const result = { date: new Date(t0).toISOString(), seconds, sampleSeconds: SAMPLE_SECONDS, garbageRate: GARBAGE_RATE, ratio, summary, samples }
     const dir = join(REPO_ROOT, 'bench', 'results')
     mkdirSync(dir, { recursive: true })
     writeFileSync(join(dir, 'soak-latest.json'), JSON.stringify(result, null, 2) + '\n')
@@ -124,6 +124,43 @@ export async function soak(seconds: number, log: (s: string) => void): Promise<v
   }
 }
 
+/** iperf3 a→b through the tunnel for `seconds`: the receiver's Gbit/s. */
+async function iperfGbps(pair: TunnelPair, seconds: number): Promise<number> {
+  const c = track(pair.lab.spawn(pair.lab.a, 'iperf3', ['-c', pair.lab.b.inner4, '-t', String(seconds), '-J']))
+  let out = ''
+  c.stdout?.on('data', (d: Buffer) => (out += d.toString()))
+  const timer = setTimeout(() => c.kill('SIGKILL'), (seconds + 30) * 1000)
+  await new Promise((resolve) => c.once('exit', resolve))
+  clearTimeout(timer)
+  const j = JSON.parse(out) as { end?: { sum_received?: { bits_per_second: number } }; error?: string }
+  const bps = j.end?.sum_received?.bits_per_second
+  if (bps === undefined) throw new Error(`iperf3: ${j.error ?? 'no result'}`)
+  return bps / 1e9
+}
+
+/** iperf3 runs without and with garbage, alternated so that load drift hits both; the ratio of the medians. */
+async function throughputRatio(pair: TunnelPair, flood: () => Promise<Garbage>, log: (s: string) => void): Promise<Record<string, unknown>> {
+  const quiet: number[] = []
+  const flooded: number[] = []
+  await iperfGbps(pair, 1) // warm-up
+  for (let i = 0; i < RATIO_ROUNDS; i++) {
+    const q = await iperfGbps(pair, RATIO_SECONDS)
+    const g = await flood()
+    let f: number
+    try {
+      f = await iperfGbps(pair, RATIO_SECONDS)
+    } finally {
+      await g.stop()
+    }
+    quiet.push(round(q, 3))
+    flooded.push(round(f, 3))
+    log(`round ${i + 1}/${RATIO_ROUNDS}: ${q.toFixed(2)} Gbit/s without garbage, ${f.toFixed(2)} with it`)
+  }
+  const value = round(median(flooded) / median(quiet), 3)
+  log(`throughput with garbage / without: ${value} (iperf3, median of ${RATIO_ROUNDS} runs of ${RATIO_SECONDS} s; target ≥ 0.8)`)
+  return { quietGbps: quiet, floodedGbps: flooded, value, target: '≥ 0.8', met: value >= 0.8 }
+}
+
 function summarize(samples: SoakSample[], garbageSent: Record<string, number>, end: EndpointCounters): Record<string, unknown> {
   const warm = samples.find((s) => s.seconds >= WARM_UP_SECONDS) ?? samples[0]!
   const last = samples[samples.length - 1]!
@@ -135,10 +172,10 @@ function summarize(samples: SoakSample[], garbageSent: Record<string, number>, e
   return {
     rssMB: { afterWarmUp: warm.rssMB, last: last.rssMB, max: [Math.max(...samples.map((s) => s.rssMB[0])), Math.max(...samples.map((s) => s.rssMB[1]))], growth: rssGrowth },
     fds: { first: samples[0]!.fds, last: last.fds, rangeAfterWarmUp: fdsRange },
-    garbageSent,
-    dropsAtB: end.inbound.dropReasons,
-    tunDropsAtB: end.tun.txDrops,
-    packetsWrittenAtB: end.inbound.packets,
+    garbageSentDuringSoak: garbageSent,
+    dropsAtBSinceStart: end.inbound.dropReasons,
+    tunDropsAtBSinceStart: end.tun.txDrops,
+    packetsWrittenAtBSinceStart: end.inbound.packets,
     gbps: { min: Math.min(...gbps), max: Math.max(...gbps), mean: round(gbps.reduce((x, y) => x + y, 0) / Math.max(1, gbps.length), 3) },
     flat: rssGrowth.every((g) => g <= FLAT_RSS_MIB) && fdsRange.every(([lo, hi]) => lo === hi),
     flatMeans: `RSS growth after ${WARM_UP_SECONDS} s ≤ ${FLAT_RSS_MIB} MiB and an unchanging fd count, both endpoints`,
