@@ -128,3 +128,12 @@ export function checkJsFramer(f: JsFramer): void {
   }
   if (typeof f.seal !== 'function' || typeof f.open !== 'function') throw invalidArgument('a JS framer needs seal() and open()')
 }
+
+/**
+ * @internal opens one datagram with a native framer outside any data path (tests): the inner packet, or
+ * the reason it was dropped
+ */
+export function openDatagram(f: NativeFramer, datagram: Uint8Array, address: string, port: number): { packet?: Buffer; dropReason?: string } {
+  const r = native(() => f.native.openDatagram(Buffer.from(datagram), address, port))
+  return { ...(r.packet == null ? {} : { packet: r.packet }), ...(r.dropReason == null ? {} : { dropReason: r.dropReason }) }
+}

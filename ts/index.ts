@@ -29,6 +29,8 @@ export type {
 export { plainFramer, headerFramer } from './framer.js'
 export type { Framer, NativeFramer, JsFramer, SealBatch } from './framer.js'
 export { Tunnel } from './tunnel.js'
+export { dtlsFramer } from './dtls.js'
+export type { DtlsFramer, DtlsFramerConfig, DtlsKeys, DtlsCipher, DtlsStats } from './dtls.js'
 export { wireguard, generatePrivateKey, publicKey, parseWireGuardConfig } from './wireguard.js'
 export type { WireGuardConfig, WireGuardPeerConfig, WireGuardPeer, WireGuardFramer, WireGuardConfigFile } from './wireguard.js'
 export type { TunnelOptions, TunnelStats, DropReasons } from './tunnel.js'

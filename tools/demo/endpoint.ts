@@ -3,7 +3,8 @@
  *
  *   node tools/dist/demo/endpoint.js --tun sp0 --inner4 198.18.100.1/24 --inner6 2001:db8:100::1/64 \
  *     --listen 0.0.0.0:51820 --peer 198.18.1.2:51820 [--offload auto|on|off] [--mode native|js|naive]
- *     [--framer plain|header|wireguard --wg-config FILE] [--mtu 1420] [--queues 1] [--learn-peer]
+ *     [--framer plain|header|wireguard --wg-config FILE|dtls --dtls-keys FILE --dtls-side a|b]
+ *     [--mtu 1420] [--queues 1] [--learn-peer]
  *
  * `--mode js` runs the loops the README shows, unchanged: a failed `PacketWriter.write` ends the inbound loop
  * (reported in the stats as `inboundLoop`), as it would end a user's tunnel.
@@ -39,6 +40,9 @@ const { values: o } = parseArgs({
     'wg-config': { type: 'string' },
     // --framer wireguard: start a new handshake after this many sealed packets (tests of rekeying).
     'rekey-after': { type: 'string' },
+    // --framer dtls: the JSON key file and which side of it this endpoint is (SIGHUP rekeys).
+    'dtls-keys': { type: 'string' },
+    'dtls-side': { type: 'string' },
     // Native mode: the Tunnel's learnPeer (send to whoever last sent an accepted datagram).
     'learn-peer': { type: 'boolean', default: false },
     // JS mode: read and receive into reused buffers (see TunOptions.reuseBuffers).
@@ -50,7 +54,12 @@ const { values: o } = parseArgs({
 const naive = o.mode === 'naive'
 const reuse = o.mode === 'js' && o.reuse === 'on'
 const offload = naive ? false : o.offload === 'auto' ? 'auto' : o.offload === 'on'
-const choice = chooseFramer(o.framer!, o['wg-config'], o['rekey-after'] === undefined ? undefined : Number(o['rekey-after']))
+const choice = chooseFramer(o.framer!, {
+  wgConfig: o['wg-config'],
+  rekeyAfterPackets: o['rekey-after'] === undefined ? undefined : Number(o['rekey-after']),
+  dtlsKeys: o['dtls-keys'],
+  dtlsSide: o['dtls-side'],
+})
 const framer: NativeFramer = choice.framer
 const listen = hostPort(o.listen!)
 const peer = o.peer ? hostPort(o.peer) : undefined
@@ -131,7 +140,7 @@ if (naive) {
 
 function stats(): unknown {
   if (naiveTunnel !== undefined) return { tun: tun.stats(), naive: naiveTunnel.counts }
-  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed, peer: tunnel.peer, peers: tunnel.peers() }
+  if (tunnel !== undefined) return { ...tunnel.stats(), running: tunnel.running, closed, peer: tunnel.peer, peers: tunnel.peers(), framer: choice.stats?.() }
   const inbound = { ...inboundTotals, dropReasons: jsInbound?.dropReasons() ?? {} }
   const peers = choice.wireguard?.peers() ?? []
   return { tun: tun.stats(), udp: sock.stats(), verify, inbound, inboundLoop, outboundErrors, peers, memory: process.memoryUsage() }
@@ -140,6 +149,8 @@ function stats(): unknown {
 console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)
 
 // Used by the tests: the kernel then refuses GSO sends, and the run-time fallback must lose nothing.
+// DTLS: SIGHUP moves to the next epoch (tests of rekeying in the middle of a transfer).
+process.on('SIGHUP', () => console.log(`rekeyed ${choice.rekey?.() ?? 'nothing'}`))
 process.on('SIGUSR1', () => {
   sock.setUdpChecksums(false)
   console.log('udp-checksums off')

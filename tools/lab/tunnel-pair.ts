@@ -29,7 +29,9 @@ export interface RelayOptions {
 export interface PairOptions {
   offload?: 'auto' | 'on' | 'off'
   mode?: 'native' | 'js' | 'naive'
-  framer?: 'plain' | 'header'
+  framer?: 'plain' | 'header' | 'dtls'
+  /** For `framer: 'dtls'`: the JSON key file both endpoints read (a seals with `a`, b with `b`). */
+  dtlsKeys?: string
   /** Outer (veth) address family. */
   outer?: 4 | 6
   queues?: number
@@ -115,6 +117,7 @@ export class TunnelPair {
           '--queues', String(options.queues ?? 1),
           ...(options.verify ? ['--verify'] : []),
           ...(options.learnPeer ? ['--learn-peer'] : []),
+          ...(options.dtlsKeys === undefined ? [] : ['--dtls-keys', options.dtlsKeys, '--dtls-side', i === 0 ? 'a' : 'b']),
           '--reuse', options.reuse === false ? 'off' : 'on',
         ])
         await pair.#launch(i as 0 | 1)

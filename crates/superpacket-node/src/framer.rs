@@ -9,7 +9,7 @@ use napi::bindgen_prelude::within_runtime_if_available;
 
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
-use superpacket_core::framer::{Control, Framer, HeaderFramer, PlainFramer, ReserveFramer, MAX_FRAMER_ROOM, POLL_INTERVAL_MS};
+use superpacket_core::framer::{Control, Framer, HeaderFramer, Opened, PlainFramer, ReserveFramer, MAX_FRAMER_ROOM, POLL_INTERVAL_MS};
 use superpacket_io::error::{ErrorKind, IoError};
 use superpacket_io::udp::UdpSocket;
 
@@ -18,6 +18,8 @@ use napi::Result;
 use crate::error::{invalid_argument, io_error};
 use crate::wireguard::{peer_infos, set_endpoint, WgPeerInfo};
 use superpacket_wireguard::WireGuard;
+use superpacket_dtls::DtlsFramer;
+use crate::dtls::{DtlsRekey, JsDtlsStats};
 
 /// Which native framer to build.
 #[napi(object)]
@@ -32,6 +34,14 @@ pub struct FramerSpec {
     pub tailroom: Option<u32>,
 }
 
+/// What `openDatagram` found: the inner packet, or the reason the datagram was dropped (neither for a
+/// control message the framer consumed).
+#[napi(object)]
+pub struct OpenedDatagram {
+    pub packet: Option<Buffer>,
+    pub drop_reason: Option<String>,
+}
+
 /// A native framer.
 #[napi]
 pub struct NativeFramer {
@@ -40,13 +50,19 @@ pub struct NativeFramer {
     reserve: Option<Arc<ReserveFramer>>,
     /// The same framer when it is WireGuard, for its peers.
     wireguard: Option<Arc<WireGuard>>,
+    /// The same framer when it is a DTLS-record framer, for rekeying.
+    dtls: Option<Arc<DtlsFramer>>,
     /// The task that runs the framer's timers for the JS writers, once one of them has a socket.
-    timers: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    timers: TimerTask,
 }
 
-impl Drop for NativeFramer {
+/// A framer's timer task, stopped when the framer goes.
+#[derive(Default)]
+struct TimerTask(std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl Drop for TimerTask {
     fn drop(&mut self) {
-        if let Some(t) = self.timers.get_mut().ok().and_then(Option::take) {
+        if let Some(t) = self.0.get_mut().ok().and_then(Option::take) {
             t.abort();
         }
     }
@@ -55,19 +71,28 @@ impl Drop for NativeFramer {
 impl NativeFramer {
     /// Wraps a framer built elsewhere (DTLS).
     pub fn from_framer(framer: Arc<dyn Framer>) -> Self {
-        NativeFramer { framer, reserve: None, wireguard: None, timers: Default::default() }
+        NativeFramer { framer, reserve: None, wireguard: None, dtls: None, timers: Default::default() }
+    }
+
+    /// Wraps a DTLS-record framer.
+    pub fn from_dtls(d: Arc<DtlsFramer>) -> Self {
+        NativeFramer { dtls: Some(d.clone()), ..NativeFramer::from_framer(d) }
+    }
+
+    fn dtls(&self) -> Result<&DtlsFramer> {
+        self.dtls.as_deref().ok_or_else(|| invalid_argument("not a DTLS framer"))
     }
 
     /// Wraps a WireGuard framer.
     pub fn from_wireguard(wg: Arc<WireGuard>) -> Self {
-        NativeFramer { framer: wg.clone(), reserve: None, wireguard: Some(wg), timers: Default::default() }
+        NativeFramer { wireguard: Some(wg.clone()), ..NativeFramer::from_framer(wg) }
     }
 
     /// Runs the framer's timers (handshake retries, rekeying, keepalives) from `sock`, with no JS
     /// involved, for writers that are not part of a `Tunnel` (a Tunnel runs its own). Started once per
     /// framer; ends when the socket closes or the framer is collected.
     pub fn ensure_timers(&self, sock: &Arc<UdpSocket>) {
-        let Ok(mut timers) = self.timers.lock() else { return };
+        let Ok(mut timers) = self.timers.0.lock() else { return };
         if timers.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
@@ -135,7 +160,7 @@ impl NativeFramer {
                     invalid_argument(format!("framer headroom and tailroom must be at most {MAX_FRAMER_ROOM}"))
                 })?;
                 let r = Arc::new(r);
-                Ok(NativeFramer { framer: r.clone(), reserve: Some(r), wireguard: None, timers: Default::default() })
+                Ok(NativeFramer { reserve: Some(r.clone()), ..NativeFramer::from_framer(r) })
             }
             other => Err(invalid_argument(format!("unknown framer type '{other}'"))),
         }
@@ -175,6 +200,33 @@ impl NativeFramer {
     #[napi]
     pub fn wg_set_endpoint(&self, public_key: String, endpoint: String) -> Result<()> {
         set_endpoint(self.wireguard()?, &public_key, &endpoint)
+    }
+
+    /// DTLS: switches to a new epoch and keys.
+    #[napi]
+    pub fn dtls_rekey(&self, r: DtlsRekey) -> Result<()> {
+        crate::dtls::rekey(self.dtls()?, &r)
+    }
+
+    /// DTLS: the framer's counters.
+    #[napi]
+    pub fn dtls_stats(&self) -> Result<JsDtlsStats> {
+        Ok(crate::dtls::stats(self.dtls()?))
+    }
+
+    /// Opens one datagram from `address:port` outside any data path (tests and tools): the inner packet,
+    /// or why it was dropped. Control datagrams the framer would send are discarded.
+    #[napi]
+    pub fn open_datagram(&self, datagram: Buffer, address: String, port: u32) -> Result<OpenedDatagram> {
+        let from = crate::udp::socket_addr(&address, port)?;
+        let mut bytes = datagram.to_vec();
+        let mut scratch = vec![0u8; bytes.len()];
+        let mut control = Control::new();
+        Ok(match self.framer.open(&mut bytes, &mut scratch, from, &mut control) {
+            Opened::Data { packet, .. } => OpenedDatagram { packet: Some(packet.to_vec().into()), drop_reason: None },
+            Opened::Consumed => OpenedDatagram { packet: None, drop_reason: None },
+            Opened::Dropped(r) => OpenedDatagram { packet: None, drop_reason: Some(r.name().to_string()) },
+        })
     }
 
     /// The next counter a JS framer's batch would get (for tests and diagnostics).

@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod abort;
+mod dtls;
 mod error;
 mod fault;
 mod framer;
