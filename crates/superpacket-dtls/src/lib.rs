@@ -39,8 +39,21 @@
 //! # Why ring
 //! The AEADs are ring's (0.17): it is already in the build as boringtun's cipher library, so DTLS adds no
 //! second crypto library, and it has all three ciphers with in-place sealing and a separate tag, which is
-//! what sealing straight into a slot needs. Its speed on 1,400-byte records is measured by
-//! `cargo bench -p superpacket-dtls --bench aead` (see the benchmark's documentation for figures).
+//! what sealing straight into a slot needs (boringtun's own data path uses ring's ChaCha20-Poly1305
+//! too, so both native encrypting framers run the same cipher code). aws-lc-rs would bring a second
+//! C library and a CMake build for the same primitives.
+//!
+//! Its speed on 1,400-byte records, one core, thread CPU time, from
+//! `cargo bench -p superpacket-dtls --bench aead -- --warm-up-time 2 --measurement-time 6` on the shared
+//! 2-core Xeon (AVX-512, VAES) this was written on, seal / open:
+//!
+//! | cipher            | ring alone          | framer (64-record superpacket sealed / one datagram opened) |
+//! |-------------------|---------------------|-------------------------------------------------------------|
+//! | chacha20-poly1305 | 1.01 / 1.05 GB/s    | 1.21 / 1.04 GB/s                                            |
+//! | aes-128-gcm       | 3.85 / 4.00 GB/s    | 3.57 / 2.91 GB/s                                            |
+//! | aes-256-gcm       | 4.09 / 4.23 GB/s    | 3.47 / 3.32 GB/s                                            |
+//!
+//! Figures from another day or CPU are not comparable; compare rows of one run.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]

@@ -507,6 +507,62 @@ fn rekey_moves_to_the_new_epoch_and_opens_the_old_one_during_the_grace_period() 
 }
 
 #[test]
+fn a_rekey_while_other_threads_seal_and_open_loses_and_repeats_nothing() {
+    /// Superpackets each thread seals after it sees the new epoch; the most it seals, and for how long.
+    const AFTER_REKEY: usize = 50;
+    const MOST: usize = 1_000_000;
+    const LONGEST: Duration = Duration::from_secs(60);
+    let cipher = Cipher::Chacha20Poly1305;
+    // The widest window: the two threads' records reach the receiver in any order.
+    let (a, b) = pair_with(cipher, 1, &[], |c| {
+        c.grace_period = Duration::from_secs(600);
+        c.replay_window = 1 << 20;
+    });
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..2)
+        .map(|t| {
+            let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+            std::thread::spawn(move || {
+                let mut numbers = Vec::new();
+                let mut after = 0;
+                for i in 0..MOST {
+                    for d in seal(&a, &vec![packet(100, t); 1 + i % 16]).unwrap() {
+                        numbers.push(u64::from_be_bytes(d[3..11].try_into().unwrap()));
+                        assert_eq!(
+                            open(&b, &d).map(|p| p.len()),
+                            Ok(100),
+                            "every record opens, before and after the rekey"
+                        );
+                    }
+                    after += usize::from(a.epoch() == 2);
+                    if after == AFTER_REKEY || started.elapsed() > LONGEST {
+                        break;
+                    }
+                }
+                numbers
+            })
+        })
+        .collect();
+    // Rekey once both threads are under way (bounded wait).
+    for _ in 0..1000 {
+        if a.stats().sealed >= 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (a2, b2) = (material(cipher, 41), material(cipher, 42));
+    b.rekey(2, &b2, &a2).unwrap();
+    a.rekey(2, &a2, &b2).unwrap();
+    let numbers: Vec<u64> = workers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let unique: HashSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(unique.len(), numbers.len(), "epoch and sequence number used once");
+    let epochs: HashSet<u64> = unique.iter().map(|n| n >> 48).collect();
+    assert_eq!(epochs, HashSet::from([1, 2]), "records of both epochs were sealed");
+    assert_eq!(b.stats().opened, numbers.len() as u64);
+}
+
+#[test]
 fn the_old_epoch_closes_when_the_grace_period_ends() {
     let cipher = Cipher::Aes256Gcm;
     let m = material(cipher, 1);
