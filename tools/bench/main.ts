@@ -19,7 +19,7 @@ import { isRoot, Lab, stop, waitForLine } from '../lab/netns.js'
 import { countSyscalls, cpuSeconds, hostCpu, RssSampler } from './proc.js'
 import { soak } from './soak.js'
 import { markdown, median, ratios, readmeWithResults, round, svg, type Results, type Run } from './report.js'
-import { direct, REPO_ROOT, superpacket, track, wireguardPair, WORK_DIR, type Setup } from './setups.js'
+import { direct, dtlsPair, REPO_ROOT, superpacket, track, wireguardPair, WORK_DIR, type Setup } from './setups.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -78,6 +78,9 @@ const TUNNELS: Tunnel[] = [
   { id: 'g', name: 'g. superpacket WireGuard, native Tunnel', flows: 1, setup: () => wireguardPair(['native', 'native']) },
   { id: 'h', name: 'h. superpacket WireGuard (a) with wireguard-go (b)', flows: 1, setup: () => wireguardPair(['native', 'wireguard-go']) },
   { id: 'i', name: 'i. superpacket WireGuard, JS path', flows: 1, setup: () => wireguardPair(['js', 'js']) },
+  { id: 'j', name: 'j. superpacket DTLS records (chacha20-poly1305), native Tunnel', flows: 1, setup: () => dtlsPair('chacha20-poly1305') },
+  { id: 'k', name: 'k. superpacket DTLS records (aes-256-gcm), native Tunnel', flows: 1, setup: () => dtlsPair('aes-256-gcm') },
+  { id: 'l', name: 'l. the same records sealed by a JS framer (node:crypto), JS path', flows: 1, setup: () => dtlsPair('chacha20-poly1305', true) },
   { id: 'b4', name: 'b. superpacket native Tunnel, 4 flows', flows: 4, setup: () => superpacket({ mode: 'native', offload: 'on' }) },
   { id: 'f4', name: 'f. wireguard-go (encrypts), 4 flows', flows: 4, setup: () => wireguardPair(['wireguard-go', 'wireguard-go']) },
 ]

@@ -58,7 +58,7 @@ function find(runs: Run[], scenario: string, direction?: string): Run | undefine
   return runs.find((r) => r.scenario === scenario && (direction === undefined || r.direction === direction) && r.error === undefined)
 }
 
-/** The targets of issue 4, each computed in the direction where it is worst. */
+/** The targets (issues 4, 8, 9, 12), each computed in the direction where it is worst. */
 export function ratios(runs: Run[]): Record<string, Ratio> {
   const out: Record<string, Ratio> = {}
   const dirs = ['a→b', 'b→a'] as const
@@ -81,6 +81,15 @@ export function ratios(runs: Run[]): Record<string, Ratio> {
   tunnel('c/b', 'c', 'b', gbps, (v) => v >= 0.7, '≥ 0.7')
   tunnel('b/d', 'b', 'd', gbps, (v) => v > 1, '> 1')
   tunnel('syscallsPerMB e/b', 'e', 'b', (r) => r.syscallsPerMB, (v) => v >= 20, '≥ 20 (b ≤ 1/20 of e)')
+  // Offloads off against on (issue 12), encryption against wireguard-go (issues 8 and 9).
+  tunnel('d/b', 'd', 'b', gbps, (v) => v >= 0.3, '≥ 0.3')
+  tunnel('g/f', 'g', 'f', gbps, (v) => v >= 1.3, '≥ 1.3')
+  tunnel('CPU s/GB g/f', 'g', 'f', (r) => r.cpuSecPerGB, (v) => v <= 0.6, '≤ 0.6')
+  tunnel('h/f', 'h', 'f', gbps, (v) => v >= 0.9, '≥ 0.9')
+  tunnel('i/g', 'i', 'g', gbps, (v) => v >= 0.6, '≥ 0.6')
+  tunnel('j/f', 'j', 'f', gbps, (v) => v >= 1.3, '≥ 1.3')
+  tunnel('k/f', 'k', 'f', gbps, (v) => v >= 1.3, '≥ 1.3')
+  tunnel('j/l', 'j', 'l', gbps, (v) => v >= 3, '≥ 3')
   const udp = (name: string) => runs.find((r) => r.scenario === 'udp-send' && r.name === name && r.error === undefined)
   const gso = udp('superpacket GSO (sendSegments)')
   for (const [key, name, min] of [
@@ -96,9 +105,9 @@ export function ratios(runs: Run[]): Record<string, Ratio> {
   // reuseBuffers) are shown beside it, not counted.
   const rss = (ids: string[]) => runs.filter((r) => ids.includes(r.scenario) && r.rssMB !== undefined && r.direction === 'a→b')
   const shown = (r: Run) => `${r.scenario} ${String(r.rssMB)} MiB (growth ${r.rssGrowthMB ?? '?'})`
-  const baselines = rss(['e', 'c0'])
+  const baselines = rss(['e', 'c0', 'l'])
   const notCounted = baselines.length === 0 ? '' : `; not counted: ${baselines.map(shown).join(', ')}`
-  const eps = rss(['b', 'c', 'd', 'b4'])
+  const eps = rss(['b', 'c', 'd', 'b4', 'g', 'i', 'j', 'k'])
   if (eps.length > 0) {
     const peak = Math.max(...eps.map((r) => r.rssMB!))
     const growth = Math.max(...eps.map((r) => r.rssGrowthMB ?? 0))

@@ -5,6 +5,8 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Lab } from '../lab/netns.js'
 import { TunnelPair, type PairOptions } from '../lab/tunnel-pair.js'
@@ -50,6 +52,25 @@ export async function superpacket(options: PairOptions): Promise<Setup> {
   const pair = await TunnelPair.start('bench', options)
   pair.endpoints.forEach(track)
   return { lab: pair.lab, server: pair.lab.b.inner4, pids: pair.endpoints.map(realPid), close: () => pair.close() }
+}
+
+/**
+ * superpacket endpoints with the DTLS-record framer and fresh random keys (`js`: the same ChaCha20-Poly1305
+ * records sealed by a JS framer with node:crypto, on the JS path).
+ */
+export async function dtlsPair(cipher: 'chacha20-poly1305' | 'aes-256-gcm', js = false): Promise<Setup> {
+  mkdirSync(WORK_DIR, { recursive: true })
+  const keyFile = join(WORK_DIR, `dtls-keys-${process.pid}.json`)
+  const hex = (n: number) => randomBytes(n).toString('hex')
+  const ivLen = cipher === 'chacha20-poly1305' ? 12 : 4
+  writeFileSync(keyFile, JSON.stringify({ cipher, epoch: 1, a: { key: hex(32), iv: hex(ivLen) }, b: { key: hex(32), iv: hex(ivLen) } }), { mode: 0o600 })
+  try {
+    const setup = await superpacket({ mode: js ? 'js' : 'native', offload: 'on', framer: js ? 'dtls-js' : 'dtls', dtlsKeys: keyFile })
+    return { ...setup, close: async () => { await setup.close(); rmSync(keyFile, { force: true }) } }
+  } catch (err) {
+    rmSync(keyFile, { force: true })
+    throw err
+  }
 }
 
 /** One side of a WireGuard setup: wireguard-go, or a superpacket endpoint (native Tunnel or JS path). */

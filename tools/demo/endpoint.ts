@@ -101,7 +101,7 @@ if (naive) {
   )
 } else {
   if (peer === undefined && !framer.routes) throw new Error('--mode js needs --peer')
-  const f: Framer = framer
+  const f: Framer = choice.js ?? framer
   const writer = peer === undefined ? sock.segmentWriter({ framer }) : sock.segmentWriter(peer, { framer: f })
   // With the socket and the peer, a plaintext framer takes datagrams from the peer only (wrong-source).
   const inbound = tun.packetWriter({ framer: f, socket: sock, peer })

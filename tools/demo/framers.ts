@@ -14,13 +14,18 @@ import {
   wireguard,
   type DtlsCipher,
   type DtlsKeys,
+  type JsFramer,
   type NativeFramer,
   type WireGuardFramer,
 } from 'superpacket'
+import { jsDtlsFramer } from './js-dtls.js'
 
 /** What the endpoint needs to know of its framer. */
 export interface FramerChoice {
+  /** The native framer (a native endpoint needs one). */
   framer: NativeFramer
+  /** A JS framer to use instead on the JS path (`dtls-js`). */
+  js?: JsFramer
   /** The WireGuard framer, for its peers' stats. */
   wireguard?: WireGuardFramer
   /** The MTU the config file asks for, if any. */
@@ -52,7 +57,10 @@ interface DtlsKeyFile {
   b: { key: string; iv: string }
 }
 
-/** Builds the framer `name` names: `plain`, `header`, `wireguard` or `dtls`. */
+/**
+ * Builds the framer `name` names: `plain`, `header`, `wireguard`, `dtls`, or `dtls-js` (the same
+ * ChaCha20-Poly1305 records sealed in TypeScript with node:crypto, for the JS path).
+ */
 export function chooseFramer(name: string, sources: FramerSources = {}): FramerChoice {
   if (name === 'header') return { framer: headerFramer(Buffer.from('superpkt')) }
   if (name === 'plain') return { framer: plainFramer() }
@@ -62,7 +70,7 @@ export function chooseFramer(name: string, sources: FramerSources = {}): FramerC
     const wg = wireguard({ privateKey: file.privateKey, peers: file.peers, rekeyAfterPackets: sources.rekeyAfterPackets })
     return { framer: wg, wireguard: wg, ...(file.mtu === null ? {} : { mtu: file.mtu }) }
   }
-  if (name === 'dtls') {
+  if (name === 'dtls' || name === 'dtls-js') {
     if (sources.dtlsKeys === undefined || (sources.dtlsSide !== 'a' && sources.dtlsSide !== 'b')) {
       throw new Error('--framer dtls needs --dtls-keys <file> and --dtls-side a|b')
     }
@@ -80,6 +88,10 @@ export function chooseFramer(name: string, sources: FramerSources = {}): FramerC
       rx: at(theirs, epoch),
       ...(file.prefix === undefined ? {} : { prefix: Buffer.from(file.prefix, 'hex') }),
     })
+    if (name === 'dtls-js') {
+      if (file.cipher !== 'chacha20-poly1305') throw new Error('--framer dtls-js seals ChaCha20-Poly1305 only')
+      return { framer, js: jsDtlsFramer(epoch, at(mine, epoch), at(theirs, epoch)) }
+    }
     const rekey = () => {
       epoch += 1
       framer.rekey({ epoch, tx: at(mine, epoch), rx: at(theirs, epoch) })

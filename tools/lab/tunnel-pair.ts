@@ -29,7 +29,7 @@ export interface RelayOptions {
 export interface PairOptions {
   offload?: 'auto' | 'on' | 'off'
   mode?: 'native' | 'js' | 'naive'
-  framer?: 'plain' | 'header' | 'dtls'
+  framer?: 'plain' | 'header' | 'dtls' | 'dtls-js'
   /** For `framer: 'dtls'`: the JSON key file both endpoints read (a seals with `a`, b with `b`). */
   dtlsKeys?: string
   /** Outer (veth) address family. */
