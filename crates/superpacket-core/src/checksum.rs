@@ -29,6 +29,19 @@ pub fn sum(data: &[u8], acc: u64) -> u64 {
     acc
 }
 
+/// Copies `src` into `dst` and adds the bytes to `acc` as [`sum`] does. The sum reads the copy while it is
+/// still in L1, so a payload comes from memory once. (A loop that sums each block as it stores it compiles
+/// to this same copy-then-sum: LLVM hoists the stores into one `memcpy`.) `None`, with nothing written,
+/// when the lengths differ.
+#[inline]
+pub fn copy_and_sum(src: &[u8], dst: &mut [u8], acc: u64) -> Option<u64> {
+    if src.len() != dst.len() {
+        return None;
+    }
+    dst.copy_from_slice(src);
+    Some(sum(dst, acc))
+}
+
 /// Adds two accumulators with end-around carry.
 #[inline]
 fn acc_add(a: u64, b: u64) -> u64 {
@@ -104,6 +117,20 @@ mod tests {
         for len in 0..=data.len() {
             assert_eq!(checksum(&data[..len]), reference(&data[..len]), "len {len}");
         }
+    }
+
+    #[test]
+    fn copy_and_sum_copies_and_sums_like_sum() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 151 + 7) as u8).collect();
+        for len in (0..200).chain([1447, 1448, 1500, 3000]) {
+            let mut dst = vec![0u8; len];
+            let got = copy_and_sum(&data[..len], &mut dst, 0x1234).unwrap();
+            assert_eq!(got, sum(&data[..len], 0x1234), "len {len}");
+            assert_eq!(dst, &data[..len], "len {len}");
+        }
+        let mut short = [7u8; 3];
+        assert_eq!(copy_and_sum(&data[..4], &mut short, 0), None);
+        assert_eq!(short, [7; 3], "nothing is written when the lengths differ");
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //!
 //! All state lives in scratch vectors owned by the [`Coalescer`], so a steady stream of batches does not
 //! allocate, and output goes straight into the one buffer of [`Frames`].
+//!
+//! A packet whose L4 checksum is wrong is never merged (the kernel would send it on with a correct one).
+//! Checking every checksum before grouping, then copying the payloads, would read each payload from
+//! memory twice (a batch of up to 64 KiB does not stay in L1 between the two passes); instead each L4
+//! checksum is checked right after its payload is copied into a merged frame, from L1. When one is
+//! wrong (rare: senders compute them, the kernel checked them), the frames of that batch are dropped and
+//! the batch is grouped again with every checksum checked first, which is what the first pass assumed.
 
 use crate::checksum;
 use crate::packet::{self, IpHeaders, IpVersion, MAX_IP_PACKET, PROTO_TCP, PROTO_UDP, UDP_HDR_LEN};
@@ -35,7 +42,10 @@ impl Default for CoalesceOptions {
 /// Frames stored back to back in one buffer.
 #[derive(Debug, Default, Clone)]
 pub struct Frames {
+    /// Frame bytes in `..len`; bytes after it are left from earlier batches, kept so that a reused
+    /// `Frames` is written into without zeroing it first.
     data: Vec<u8>,
+    len: usize,
     ends: Vec<usize>,
 }
 
@@ -47,7 +57,7 @@ impl Frames {
 
     /// Removes every frame, keeping the memory for the next batch.
     pub fn clear(&mut self) {
-        self.data.clear();
+        self.len = 0;
         self.ends.clear();
     }
 
@@ -79,19 +89,43 @@ impl Frames {
 
     /// Total bytes of all frames.
     pub fn total_len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 
     /// Appends a ready frame.
     pub fn push_frame(&mut self, frame: &[u8]) {
-        self.data.extend_from_slice(frame);
-        self.ends.push(self.data.len());
+        self.grow(frame.len()).copy_from_slice(frame);
+        self.ends.push(self.len);
     }
 
     /// Appends `packet` as a frame with a zeroed virtio_net_hdr (no GSO, no checksum request).
     fn push_plain(&mut self, packet: &[u8]) {
-        self.data.extend_from_slice(&[0u8; VNET_HDR_LEN]);
-        self.push_frame(packet);
+        let (vnet, ip) = self.grow(VNET_HDR_LEN + packet.len()).split_at_mut(VNET_HDR_LEN);
+        vnet.fill(0);
+        ip.copy_from_slice(packet);
+        self.ends.push(self.len);
+    }
+
+    /// Extends the frame bytes by `n` and returns the new bytes (whatever was there before), to be
+    /// overwritten; the frame is ended by pushing to `ends`.
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len;
+        let end = start.saturating_add(n);
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.len = end;
+        self.data.get_mut(start..end).unwrap_or_default()
+    }
+
+    /// Frame count and byte length, to go back to with [`Frames::truncate`].
+    fn mark(&self) -> (usize, usize) {
+        (self.ends.len(), self.len)
+    }
+
+    fn truncate(&mut self, (frames, len): (usize, usize)) {
+        self.ends.truncate(frames);
+        self.len = len;
     }
 }
 
@@ -126,6 +160,16 @@ impl Coalescer {
     /// in an order that keeps every flow's order. Packets that merge with nothing, and packets that are
     /// not well-formed TCP/UDP, are passed through unchanged with a zeroed virtio_net_hdr.
     pub fn coalesce<P: AsRef<[u8]>>(&mut self, packets: &[P], out: &mut Frames) {
+        let mark = out.mark();
+        if !self.coalesce_pass(packets, out, Checksums::WhileCopying) {
+            out.truncate(mark);
+            self.coalesce_pass(packets, out, Checksums::First);
+        }
+    }
+
+    /// Groups and writes one batch. With [`Checksums::WhileCopying`], false as soon as a merged packet's
+    /// L4 checksum turns out wrong (the frames written so far are then not what [`Self::coalesce`] promises).
+    fn coalesce_pass<P: AsRef<[u8]>>(&mut self, packets: &[P], out: &mut Frames, checksums: Checksums) -> bool {
         self.runs.clear();
         self.next.clear();
         self.next.resize(packets.len(), NO_PACKET);
@@ -133,7 +177,7 @@ impl Coalescer {
 
         for (i, pkt) in packets.iter().enumerate() {
             let pkt = pkt.as_ref();
-            let (key, seg) = classify(pkt, self.options);
+            let (key, seg) = classify(pkt, self.options, checksums);
             let Some(open) = key.and_then(|key| self.flows.open_run(key)) else {
                 self.runs.push(Run::single(i));
                 continue;
@@ -163,14 +207,15 @@ impl Coalescer {
             let first = packets.get(run.first).map_or(&[][..], AsRef::as_ref);
             if run.count == 1 {
                 out.push_plain(first);
-            } else {
-                self.write_merged(run, packets, out);
+            } else if !self.write_merged(run, packets, out) && checksums == Checksums::WhileCopying {
+                return false;
             }
         }
+        true
     }
 
-    /// Writes a run of two or more packets as one GSO frame.
-    fn write_merged<P: AsRef<[u8]>>(&self, run: &Run, packets: &[P], out: &mut Frames) {
+    /// Writes a run of two or more packets as one GSO frame; false if a packet's L4 checksum is wrong.
+    fn write_merged<P: AsRef<[u8]>>(&self, run: &Run, packets: &[P], out: &mut Frames) -> bool {
         let head = &run.head;
         let first = packets.get(run.first).map_or(&[][..], AsRef::as_ref);
         let mut hdr = [0u8; MAX_MERGED_HDR];
@@ -178,7 +223,7 @@ impl Coalescer {
         let (Some(headers), Some(template)) = (ip_bytes.get_mut(..head.hdr_len), first.get(..head.hdr_len)) else {
             // Cannot happen: both lengths were checked when the run started. Stay total anyway.
             out.push_plain(first);
-            return;
+            return true;
         };
         headers.copy_from_slice(template);
         fix_up_headers(headers, run);
@@ -197,19 +242,45 @@ impl Coalescer {
         };
         if vnet.encode(vnet_bytes).is_err() {
             out.push_plain(first);
-            return;
+            return true;
         }
 
-        out.data.reserve(VNET_HDR_LEN + run.ip_total);
-        out.data.extend_from_slice(hdr.get(..VNET_HDR_LEN + head.hdr_len).unwrap_or_default());
+        let frame_hdr_len = VNET_HDR_LEN + head.hdr_len;
+        let frame = out.grow(VNET_HDR_LEN + run.ip_total);
+        let (frame_hdr, mut payloads) = frame.split_at_mut(frame_hdr_len.min(frame.len()));
+        frame_hdr.copy_from_slice(hdr.get(..frame_hdr.len()).unwrap_or_default());
+        // Every packet of the run has the first one's addresses and protocol.
+        let pseudo = first.get(..head.ip_len).map_or(0, |ip| pseudo_sum(ip, head, 0));
+        let mut all_ok = true;
         let mut i = run.first;
         for _ in 0..run.count {
             let pkt = packets.get(i).map_or(&[][..], AsRef::as_ref);
-            out.data.extend_from_slice(pkt.get(head.hdr_len..).unwrap_or_default());
+            let (l4_hdr, payload) = match (pkt.get(head.ip_len..head.hdr_len), pkt.get(head.hdr_len..)) {
+                (Some(l4_hdr), Some(payload)) => (l4_hdr, payload),
+                _ => (&[][..], &[][..]),
+            };
+            let n = payload.len().min(payloads.len());
+            let (dst, rest) = core::mem::take(&mut payloads).split_at_mut(n);
+            payloads = rest;
+            // The L4 length fits 16 bits (the whole packet does); the header has an even length, so its
+            // sum and the payload's add up as one region's.
+            let acc = checksum::sum(l4_hdr, checksum::add_u16(pseudo, (l4_hdr.len() + payload.len()) as u16));
+            let ok = checksum::copy_and_sum(payload, dst, acc).is_some_and(|acc| checksum::fold(acc) == SUM_OK);
+            all_ok &= ok;
             i = self.next.get(i).copied().unwrap_or(NO_PACKET);
         }
-        out.ends.push(out.data.len());
+        out.ends.push(out.len);
+        all_ok
     }
+}
+
+/// When a packet's L4 checksum is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checksums {
+    /// While its payload is copied into a merged frame (a packet written on its own is not checked).
+    WhileCopying,
+    /// Before grouping, so that a packet with a wrong one merges with nothing.
+    First,
 }
 
 /// Link value for "no next packet".
@@ -386,7 +457,7 @@ fn get_u32(buf: &[u8], at: usize) -> Option<u32> {
 
 /// Looks at one packet: its flow (when it is TCP or UDP with readable ports) and, when it may be merged
 /// at all under `options`, its [`Segment`].
-fn classify(pkt: &[u8], options: CoalesceOptions) -> (Option<FlowKey>, Option<Segment>) {
+fn classify(pkt: &[u8], options: CoalesceOptions, checksums: Checksums) -> (Option<FlowKey>, Option<Segment>) {
     let Ok(ip) = packet::parse_ip(pkt) else { return (None, None) };
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return (None, None);
@@ -419,7 +490,9 @@ fn classify(pkt: &[u8], options: CoalesceOptions) -> (Option<FlowKey>, Option<Se
         _ => udp_segment(pkt, &ip, l4),
     };
     // The checks above are cheap; the checksums, which read the whole packet, come last.
-    let seg = seg.filter(|_| ipv4_header_checksum_ok(pkt, &ip) && l4_checksum_ok(pkt, &ip, l4));
+    let seg = seg.filter(|_| {
+        ipv4_header_checksum_ok(pkt, &ip) && (checksums == Checksums::WhileCopying || l4_checksum_ok(pkt, &ip, l4))
+    });
     (Some(key), seg)
 }
 

@@ -2,8 +2,9 @@
 //!
 //! [`plan`] validates a frame once and works out every length. [`split_into`] then writes each segment's
 //! complete IP packet at a fixed stride into one caller buffer, leaving headroom and tailroom around each
-//! for a framer. Each payload chunk is read once from memory: summing it pulls it into L1, and the one
-//! copy that follows reads it from there. Headers are parsed once per frame, never per segment.
+//! for a framer; a caller that needs the plan first (to size its buffer, to count segments) passes it to
+//! [`split_into_planned`] instead, so the frame is parsed once. Each payload chunk is read once from
+//! memory: it is summed right after it is copied, from L1. Headers are parsed once per frame, never per segment.
 
 use crate::checksum;
 use crate::packet::{self, IpHeaders, IpVersion, IPV6_HDR_LEN, MAX_IP_PACKET, PROTO_TCP, PROTO_UDP};
@@ -38,6 +39,8 @@ pub struct SplitPlan {
     pub seg_ip_len: usize,
     /// IP length of the last segment.
     pub last_ip_len: usize,
+    /// Length of the planned frame: a plan offered for a frame of another length is refused.
+    frame_len: usize,
     fixups: Fixups,
 }
 
@@ -119,6 +122,19 @@ pub fn plan(frame: &[u8]) -> Result<SplitPlan, PacketError> {
 /// [`PacketError::BufferTooSmall`] if `out` is shorter than [`SplitPlan::buffer_len`].
 pub fn split_into(frame: &[u8], layout: Layout, out: &mut [u8]) -> Result<SplitPlan, PacketError> {
     let plan = plan(frame)?;
+    split_into_planned(frame, &plan, layout, out)?;
+    Ok(plan)
+}
+
+/// [`split_into`] with the plan already made: `plan` must be what [`plan`] returned for these same bytes
+/// (the frame is not parsed again). A plan made for a frame of another length is
+/// [`PacketError::LengthMismatch`]; one made for other bytes of the same length writes segments of the
+/// planned lengths from these bytes, which are then wrong but never out of bounds.
+pub fn split_into_planned(frame: &[u8], plan: &SplitPlan, layout: Layout, out: &mut [u8]) -> Result<(), PacketError> {
+    if frame.len() != plan.frame_len {
+        return Err(PacketError::LengthMismatch);
+    }
+    let plan = *plan;
     let needed = plan.checked_buffer_len(layout).ok_or(PacketError::BufferTooSmall)?;
     let stride = plan.checked_stride(layout).ok_or(PacketError::BufferTooSmall)?;
     let out = out.get_mut(..needed).ok_or(PacketError::BufferTooSmall)?;
@@ -131,7 +147,7 @@ pub fn split_into(frame: &[u8], layout: Layout, out: &mut [u8]) -> Result<SplitP
         writer.write(i, out.get_mut(start..end).ok_or(PacketError::BufferTooSmall)?)?;
         start = start.saturating_add(stride);
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// Splits a frame into separate IP packets (one allocation per segment; [`split_into`] is the fast path).
@@ -173,7 +189,8 @@ fn plan_single(pkt: &[u8], vnet: &VirtioNetHdr, ip: &IpHeaders) -> Result<SplitP
     } else {
         Fixups::Copy
     };
-    Ok(SplitPlan { kind: GsoKind::None, count: 1, seg_ip_len: pkt.len(), last_ip_len: pkt.len(), fixups })
+    let (ip_len, frame_len) = (pkt.len(), VNET_HDR_LEN + pkt.len());
+    Ok(SplitPlan { kind: GsoKind::None, count: 1, seg_ip_len: ip_len, last_ip_len: ip_len, frame_len, fixups })
 }
 
 fn plan_segments(pkt: &[u8], vnet: &VirtioNetHdr, kind: GsoKind, ip: &IpHeaders) -> Result<SplitPlan, PacketError> {
@@ -216,6 +233,7 @@ fn plan_segments(pkt: &[u8], vnet: &VirtioNetHdr, kind: GsoKind, ip: &IpHeaders)
         count,
         seg_ip_len: hdr_len + payload.min(gso_size),
         last_ip_len: hdr_len + last_payload,
+        frame_len: VNET_HDR_LEN + pkt.len(),
         fixups: Fixups::Segments(SegmentShape {
             version: ip.version,
             proto: ip.proto,
@@ -279,11 +297,11 @@ impl<'a> SegmentWriter<'a> {
         let seg_len = dst.len();
         let l4 = seg.ip_hdr_len;
         let l4_len = seg_len - l4;
-        // Summing the payload first brings it into L1 for the copy right after.
-        // l4_len ≤ 65,535 (the whole packet is), so the pseudo-header's length fits 16 bits for IPv6 too.
-        let acc = checksum::sum(payload, checksum::add_u16(self.pseudo_base, l4_len as u16));
         copy(dst, 0, self.pkt.get(..hdr_len).ok_or(PacketError::Truncated)?)?;
-        copy(dst, hdr_len, payload)?;
+        // l4_len ≤ 65,535 (the whole packet is), so the pseudo-header's length fits 16 bits for IPv6 too.
+        let pseudo = checksum::add_u16(self.pseudo_base, l4_len as u16);
+        let payload_dst = dst.get_mut(hdr_len..).ok_or(PacketError::Truncated)?;
+        let acc = checksum::copy_and_sum(payload, payload_dst, pseudo).ok_or(PacketError::Truncated)?;
 
         match seg.version {
             IpVersion::V4 => {

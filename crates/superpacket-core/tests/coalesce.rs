@@ -451,6 +451,34 @@ fn checksum() {
     }
 }
 
+/// L4 checksums are checked while payloads are copied; a wrong one found there regroups the batch. The
+/// result must be what checking first gives, whatever sits before it in the output.
+#[test]
+fn wrong_checksum_found_late() {
+    // The good flow's run is written before the bad one's; the bad packet is the last of a long run.
+    let good = stream(tcp4(0).with(|p| p.host = 2), &[1000; 3]);
+    let bad = edit(stream(tcp4(0), &[1000; 5]), 4, |p| p.bad_l4_checksum = true);
+    let pkts = interleave(&[good, bad]);
+    let expected = [Merged(vec![0, 2, 4]), Merged(vec![1, 3, 5, 6]), Plain(7)];
+    run("bad checksum after another flow's run", ALL, &pkts, &expected);
+
+    // Frames already in the output stay as they were; stale bytes of a longer earlier batch are not counted.
+    let bytes: Vec<Vec<u8>> = pkts.iter().map(Pkt::build).collect();
+    let mut c = Coalescer::new(ALL);
+    let mut out = Frames::new();
+    let long: Vec<Vec<u8>> = stream(tcp4(0), &[1400; 40]).iter().map(Pkt::build).collect();
+    c.coalesce(&long, &mut out);
+    out.clear();
+    out.push_frame(b"kept");
+    c.coalesce(&bytes, &mut out);
+    assert_eq!(out.len(), 4);
+    assert_eq!(out.get(0), Some(&b"kept"[..]));
+    check_merged("after a kept frame, frame 1", out.get(1).unwrap(), &pkts, &[0, 2, 4]);
+    check_merged("after a kept frame, frame 2", out.get(2).unwrap(), &pkts, &[1, 3, 5, 6]);
+    assert_eq!(&out.get(3).unwrap()[10..], &bytes[7][..]);
+    assert_eq!(out.total_len(), out.iter().map(<[u8]>::len).sum::<usize>());
+}
+
 #[test]
 fn sequence() {
     for base in [tcp4(0), tcp6(0)] {

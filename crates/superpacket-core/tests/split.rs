@@ -7,7 +7,7 @@
 use etherparse::{
     IpDscp, IpEcn, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader,
 };
-use superpacket_core::split::{plan, split_into, split_to_vec, Layout};
+use superpacket_core::split::{plan, split_into, split_into_planned, split_to_vec, Layout};
 use superpacket_core::vnet::{FLAG_DATA_VALID, FLAG_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use superpacket_core::{GsoKind, PacketError};
 
@@ -431,9 +431,26 @@ fn strided_output_leaves_headroom_and_tailroom_untouched() {
                 assert!(w || byte == MARK, "{ctx}: byte {pos} outside the segments was overwritten");
             }
 
+            // The same plan, made once and passed in, writes the same bytes.
+            let mut planned = vec![MARK; need + 64];
+            split_into_planned(&b.frame, &p, layout, &mut planned).unwrap_or_else(|e| panic!("{ctx}: planned {e:?}"));
+            assert!(planned == out, "{ctx}: split_into_planned and split_into wrote different bytes");
+
             let mut short = vec![MARK; need - 1];
             assert_eq!(split_into(&b.frame, layout, &mut short), Err(PacketError::BufferTooSmall), "{ctx}");
+            assert_eq!(split_into_planned(&b.frame, &p, layout, &mut short), Err(PacketError::BufferTooSmall), "{ctx}");
             assert!(short.iter().all(|&x| x == MARK), "{ctx}: a rejected call wrote output");
+
+            // A plan is refused for a frame of another length, before anything is written.
+            let mut longer = b.frame.clone();
+            longer.push(0);
+            let mut untouched = vec![MARK; need + 64];
+            assert_eq!(
+                split_into_planned(&longer, &p, layout, &mut untouched),
+                Err(PacketError::LengthMismatch),
+                "{ctx}: plan of another frame"
+            );
+            assert!(untouched.iter().all(|&x| x == MARK), "{ctx}: a refused plan wrote output");
         }
     }
 }
