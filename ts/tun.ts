@@ -79,9 +79,19 @@ export interface TunStats {
   txSyscalls: number
   /** Frames the kernel rejected that were split and written again one packet at a time. */
   txFallbacks: number
-  /** Packets that could not be written at all. */
+  /** GSO frames the kernel refused (each was split and written again). */
+  txGsoRefusals: number
+  /** Times coalescing was switched off after refusals in a row. */
+  txGsoDisabled: number
+  /** Times a later probe found GSO writes accepted again and switched coalescing back on. */
+  txGsoReenabled: number
+  /** Packets that could not be written at all (`txDropsInvalid` + `txDropsRefused`). */
   txDrops: number
-  /** Whether coalescing is still on (a rejected GSO write turns it off). */
+  /** Packets dropped before writing: not a well-formed IPv4/IPv6 packet. */
+  txDropsInvalid: number
+  /** Packets the kernel refused; the rest of their batch was written. */
+  txDropsRefused: number
+  /** Whether coalescing is on now (refusals switch it off for a while; a probe switches it back on). */
   coalescing: boolean
 }
 

@@ -113,8 +113,12 @@ export interface UdpStats {
   rxSyscalls: number
   /** Received messages that held several datagrams. */
   rxGroBatches: number
-  /** GSO sends the kernel rejected that were sent again datagram by datagram. */
+  /** Times GSO was switched off because the socket cannot segment (0 or 1). */
   gsoFallbacks: number
+  /** GSO trains sent again without GSO because their segments were above the path MTU (GSO kept on). */
+  gsoTrainFallbacks: number
+  /** Sends tried again because the kernel was out of buffers (ENOBUFS, ENOMEM). */
+  txOutOfBuffers: number
 }
 
 /** One received message: with GRO, several datagrams of `segmentSize` bytes from one source. */

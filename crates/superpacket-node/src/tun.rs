@@ -77,7 +77,12 @@ pub struct JsTunStats {
     pub tx_bytes: f64,
     pub tx_syscalls: f64,
     pub tx_fallbacks: f64,
+    pub tx_gso_refusals: f64,
+    pub tx_gso_disabled: f64,
+    pub tx_gso_reenabled: f64,
     pub tx_drops: f64,
+    pub tx_drops_invalid: f64,
+    pub tx_drops_refused: f64,
     pub coalescing: bool,
 }
 
@@ -93,7 +98,12 @@ pub fn tun_stats(s: TunStats, coalescing: bool) -> JsTunStats {
         tx_bytes: s.tx_bytes as f64,
         tx_syscalls: s.tx_syscalls as f64,
         tx_fallbacks: s.tx_fallbacks as f64,
+        tx_gso_refusals: s.tx_gso_refusals as f64,
+        tx_gso_disabled: s.tx_gso_disabled as f64,
+        tx_gso_reenabled: s.tx_gso_reenabled as f64,
         tx_drops: s.tx_drops as f64,
+        tx_drops_invalid: s.tx_drops_invalid as f64,
+        tx_drops_refused: s.tx_drops_refused as f64,
         coalescing,
     }
 }

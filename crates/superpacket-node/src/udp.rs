@@ -84,6 +84,8 @@ pub struct JsUdpStats {
     pub rx_syscalls: f64,
     pub rx_gro_batches: f64,
     pub gso_fallbacks: f64,
+    pub gso_train_fallbacks: f64,
+    pub tx_out_of_buffers: f64,
 }
 
 /// Converts UDP counters for JS.
@@ -98,6 +100,8 @@ pub fn udp_stats(s: UdpStats) -> JsUdpStats {
         rx_syscalls: s.rx_syscalls as f64,
         rx_gro_batches: s.rx_gro_batches as f64,
         gso_fallbacks: s.gso_fallbacks as f64,
+        gso_train_fallbacks: s.gso_train_fallbacks as f64,
+        tx_out_of_buffers: s.tx_out_of_buffers as f64,
     }
 }
 
