@@ -17,9 +17,9 @@ async function bind(opts: Parameters<typeof UdpSocket.bind>[0] = {}): Promise<Ud
   return s
 }
 
-function plainReceiver(count: number): Promise<{ port: number; got: Promise<Buffer[]> }> {
+function plainReceiver(count: number, type: 'udp4' | 'udp6' = 'udp4'): Promise<{ port: number; got: Promise<Buffer[]> }> {
   return new Promise((resolve) => {
-    const sock = dgram.createSocket('udp4')
+    const sock = dgram.createSocket(type)
     const msgs: Buffer[] = []
     const got = new Promise<Buffer[]>((done, fail) => {
       const t = setTimeout(() => fail(new Error(`only ${msgs.length} of ${count} datagrams arrived`)), 10_000)
@@ -32,7 +32,12 @@ function plainReceiver(count: number): Promise<{ port: number; got: Promise<Buff
         }
       })
     })
-    sock.bind(0, '127.0.0.1', () => resolve({ port: sock.address().port, got }))
+    sock.bind(0, type === 'udp4' ? '127.0.0.1' : '::1', () => {
+      // The sender may run before this process reads: room for a few hundred small datagrams (the kernel
+      // caps it at net.core.rmem_max).
+      sock.setRecvBufferSize(4 << 20)
+      resolve({ port: sock.address().port, got })
+    })
   })
 }
 
@@ -233,3 +238,102 @@ if (privileged('UDP GSO fallback')) {
     })
   })
 }
+
+describe('UdpSocket sends from the JS thread, peer handles and one-buffer batches', () => {
+  /** Datagram i of a test: its index, then `len - 4` bytes derived from it. */
+  function numbered(i: number, len: number): Buffer {
+    const b = pattern(Math.max(len, 4), i + 1)
+    b.writeUInt32BE(i, 0)
+    return b
+  }
+
+  it('send() delivers every datagram intact and in order, to a peer handle and to a plain { address, port }', async () => {
+    const s = await bind()
+    const { port, got } = await plainReceiver(200)
+    const handle = s.peer('127.0.0.1', port)
+    expect(handle).toMatchObject({ address: '127.0.0.1', port })
+    const plain = { address: '127.0.0.1', port }
+    const sent = Array.from({ length: 200 }, (_, i) => numbered(i, 20 + (i % 100)))
+    // Not awaited one by one: sends that find the socket full must still leave in order.
+    await Promise.all(sent.map((d, i) => s.send(i % 2 ? handle : plain, d)))
+    const msgs = await got
+    expect(msgs.map((m) => m.readUInt32BE(0))).toEqual(sent.map((_, i) => i))
+    expect(msgs.every((m, i) => m.equals(sent[i]!))).toBe(true)
+    const st = s.stats()
+    expect(st.txDatagrams).toBe(200)
+    expect(st.txBytes).toBe(sent.reduce((n, d) => n + d.length, 0))
+  })
+
+  it('sendBatch(peer, buffer, lengths) sends one datagram per length, over several sendmmsg calls, in order', async () => {
+    const s = await bind()
+    const count = 150
+    const { port, got } = await plainReceiver(count)
+    const sent = Array.from({ length: count }, (_, i) => numbered(i, i % 5 === 0 ? 4 : 10 + ((i * 37) % 500)))
+    const lengths = sent.map((d) => d.length)
+    await s.sendBatch(s.peer('127.0.0.1', port), Buffer.concat(sent), lengths)
+    const msgs = await got
+    expect(msgs.map((m) => m.length)).toEqual(lengths)
+    expect(Buffer.concat(msgs).equals(Buffer.concat(sent))).toBe(true)
+    const st = s.stats()
+    expect(st.txDatagrams).toBe(count)
+    // sendmmsg carries at most 64 datagrams per call.
+    expect(st.txSyscalls).toBeGreaterThanOrEqual(Math.ceil(count / 64))
+    expect(st.txSyscalls).toBeLessThan(count)
+  })
+
+  it('sendBatch(peer, buffer, lengths) sends runs of equal lengths as GSO trains that arrive as the datagrams they were', async () => {
+    const s = await bind()
+    expect(s.capabilities.gso).toBe(true)
+    const lengths = [...Array(40).fill(1000), 300, 300, 7, 1000]
+    const { port, got } = await plainReceiver(lengths.length)
+    const sent = lengths.map((len, i) => numbered(i, len))
+    await s.sendBatch(s.peer('127.0.0.1', port), Buffer.concat(sent), new Uint32Array(lengths))
+    const msgs = await got
+    expect(msgs.map((m) => m.length)).toEqual(lengths)
+    expect(Buffer.concat(msgs).equals(Buffer.concat(sent))).toBe(true)
+    const st = s.stats()
+    // Two trains (40 x 1000, 2 x 300) and one sendmmsg of the last two.
+    expect(st.txGsoSends).toBe(2)
+    expect(st.txSyscalls).toBe(3)
+    expect(st.txDatagrams).toBe(lengths.length)
+  })
+
+  it('peer handles work for IPv6, for IPv4-mapped addresses and in sendSegments', async () => {
+    const s6 = await bind({ address: '::1' })
+    const r6 = await plainReceiver(3, 'udp6')
+    const p6 = s6.peer('::1', r6.port)
+    expect(p6).toMatchObject({ address: '::1', port: r6.port })
+    await s6.send(p6, Buffer.from('six'))
+    await s6.sendBatch(p6, Buffer.from('abcde'), new Uint32Array([2, 3]))
+    expect((await r6.got).map(String)).toEqual(['six', 'ab', 'cde'])
+
+    const s4 = await bind()
+    const r4 = await plainReceiver(4)
+    const mapped = s4.peer('::ffff:127.0.0.1', r4.port)
+    await s4.send(mapped, Buffer.from('mapped'))
+    await s4.sendSegments(mapped, Buffer.from('xxyyz'), 2)
+    expect((await r4.got).map(String)).toEqual(['mapped', 'xx', 'yy', 'z'])
+  })
+
+  it('rejects bad peers and lengths with ERR_SUPERPACKET_INVALID_ARGUMENT and sends nothing', async () => {
+    const s = await bind()
+    const invalid = { code: 'ERR_SUPERPACKET_INVALID_ARGUMENT' }
+    for (const [address, port] of [['nope', 1], ['127.0.0.1', 0], ['127.0.0.1', 70_000], ['127.0.0.1', 1.5], ['::1', 9]] as const) {
+      let err: unknown
+      try {
+        s.peer(address, port)
+      } catch (e) {
+        err = e
+      }
+      expect(err, `${address} ${port}`).toBeInstanceOf(SuperpacketError)
+      expect(err, `${address} ${port}`).toMatchObject(invalid)
+    }
+    await expect(s.send({ address: '::1', port: 9 }, Buffer.from('x'))).rejects.toMatchObject(invalid)
+    const peer = s.peer('127.0.0.1', 9)
+    await expect(s.sendBatch(peer, Buffer.alloc(10), [4, 5])).rejects.toMatchObject(invalid)
+    await expect(s.sendBatch(peer, Buffer.alloc(10), [4, 7])).rejects.toMatchObject(invalid)
+    await expect(s.sendBatch(peer, Buffer.alloc(70_000), [70_000])).rejects.toMatchObject(invalid)
+    await expect(s.sendBatch(peer, Buffer.alloc(4), 'no' as unknown as number[])).rejects.toMatchObject(invalid)
+    expect(s.stats().txDatagrams).toBe(0)
+  })
+})

@@ -295,12 +295,15 @@ impl NativeUdp {
     }
 
     /// Sends the datagrams of `data` (back to back, `lengths[i]` bytes each) from datagram `from` on that
-    /// the socket takes now, with `sendmmsg` on the JS thread; returns the index of the first one not sent
-    /// (`lengths.length` when all went out). The rest goes with `sendLengths`.
+    /// the socket takes now, on the JS thread (runs of equal lengths as GSO trains, the rest with
+    /// `sendmmsg`); returns the index of the first one not sent (`lengths.length` when all went out). The
+    /// rest goes with `sendLengths`.
     #[napi]
     pub fn try_send_lengths(&self, peer: &NativePeer, data: &[u8], lengths: &[u32], from: u32) -> Result<u32> {
-        let msgs = datagrams(peer.addr, data, lengths, from)?;
-        let sent = self.sock.try_send_batch(&msgs).map_err(io_error)?;
+        let offset = check_lengths(peer.addr, data, lengths, from)?;
+        let data = data.get(offset..).unwrap_or_default();
+        let lengths = lengths.get(from as usize..).unwrap_or_default();
+        let sent = self.sock.try_send_lengths(peer.addr, data, lengths).map_err(io_error)?;
         Ok(from + sent as u32)
     }
 
@@ -410,9 +413,22 @@ impl NativePeer {
     }
 }
 
-/// The datagrams from index `from` on of `data` cut by `lengths`, all to `dest`. The lengths must add
-/// up to `data.len()` and each fit a UDP datagram.
+/// The datagrams from index `from` on of `data` cut by `lengths`, all to `dest` (see [`check_lengths`]).
 fn datagrams<'a>(dest: SocketAddr, data: &'a [u8], lengths: &[u32], from: u32) -> Result<Vec<(SocketAddr, &'a [u8])>> {
+    let mut at = check_lengths(dest, data, lengths, from)?;
+    let mut msgs = Vec::with_capacity(lengths.len() - from as usize);
+    for &len in lengths.get(from as usize..).unwrap_or_default() {
+        let end = at + len as usize;
+        // In range: the lengths add up to the buffer's.
+        msgs.push((dest, data.get(at..end).unwrap_or_default()));
+        at = end;
+    }
+    Ok(msgs)
+}
+
+/// Checks that `lengths` add up to `data.len()`, that each fits a UDP datagram to `dest` and that datagram
+/// `from` exists (or is one past the last); returns where datagram `from` starts in `data`.
+fn check_lengths(dest: SocketAddr, data: &[u8], lengths: &[u32], from: u32) -> Result<usize> {
     let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
     if total != data.len() as u64 {
         return Err(invalid_argument(format!("lengths add up to {total} bytes but the buffer holds {}", data.len())));
@@ -425,17 +441,7 @@ fn datagrams<'a>(dest: SocketAddr, data: &'a [u8], lengths: &[u32], from: u32) -
     if from > lengths.len() {
         return Err(invalid_argument(format!("datagram {from} of {} does not exist", lengths.len())));
     }
-    let mut msgs = Vec::with_capacity(lengths.len() - from);
-    let mut at = 0;
-    for (i, &len) in lengths.iter().enumerate() {
-        let end = at + len as usize;
-        if i >= from {
-            // In range: the lengths add up to the buffer's.
-            msgs.push((dest, data.get(at..end).unwrap_or_default()));
-        }
-        at = end;
-    }
-    Ok(msgs)
+    Ok(lengths.iter().take(from).map(|&l| l as usize).sum())
 }
 
 /// Sends `data` as `segment_size` datagrams, one system call's worth (a GSO train, or a `sendmmsg` batch

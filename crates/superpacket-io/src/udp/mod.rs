@@ -454,6 +454,54 @@ impl UdpSocket {
         }
     }
 
+    /// Sends the datagrams cut back to back from `data` by `lengths`, all to `dest`, without waiting (straight
+    /// to the system calls) and returns how many went out, in order: fewer than `lengths.len()` when the
+    /// socket is full. Runs of two or more equal lengths go as GSO trains (see
+    /// [`send_segments`](Self::send_segments)), the others with `sendmmsg`: for equal-size datagrams the
+    /// kernel then walks its send path once per train instead of once per datagram.
+    pub fn try_send_lengths(&self, dest: SocketAddr, data: &[u8], lengths: &[u32]) -> Result<usize, IoError> {
+        if lengths.iter().map(|&l| l as usize).sum::<usize>() != data.len() {
+            return Err(IoError::new(ErrorKind::InvalidArgument, "the lengths must add up to the buffer's length"));
+        }
+        let fd = self.fd()?;
+        // A run: this datagram and the next have the same, non-zero length.
+        let starts_run = |i: usize| lengths.get(i).is_some_and(|&l| l > 0 && lengths.get(i + 1) == Some(&l));
+        let (mut sent, mut at) = (0, 0);
+        while let Some(&len) = lengths.get(sent) {
+            let len = len as usize;
+            let (datagrams, bytes, result) = if starts_run(sent) {
+                let run = lengths[sent..].iter().take_while(|&&l| l as usize == len).count();
+                let run_bytes = data
+                    .get(at..at + run * len)
+                    .ok_or_else(|| IoError::new(ErrorKind::InvalidArgument, "lengths past the buffer"))?;
+                let train = self.train(dest, run_bytes, len)?;
+                let mut bytes = 0;
+                let result = fd.with(|s| self.send_train(s, &train, &mut bytes));
+                (bytes / len, bytes, result)
+            } else {
+                let singles = (sent..lengths.len()).take_while(|&i| i == sent || !starts_run(i)).count();
+                let mut msgs = Vec::with_capacity(singles);
+                let mut start = at;
+                for &l in &lengths[sent..sent + singles] {
+                    // In range: the lengths add up to the buffer's length.
+                    msgs.push((dest, data.get(start..start + l as usize).unwrap_or_default()));
+                    start += l as usize;
+                }
+                let mut n = 0;
+                let result = fd.with(|s| self.send_messages(s, &msgs, &mut n));
+                (n, msgs[..n].iter().map(|(_, d)| d.len()).sum(), result)
+            };
+            sent += datagrams;
+            at += bytes;
+            match result {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => return Ok(sent),
+                Err(e) => return Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
+            }
+        }
+        Ok(sent)
+    }
+
     /// Sends one datagram to `dest` right away with one `sendto` on the caller's thread: `Ok(false)`, with
     /// nothing sent, when the socket buffer is full or the kernel out of buffers (then
     /// [`send_batch`](Self::send_batch) waits and retries). A single datagram needs none of `sendmmsg`'s
