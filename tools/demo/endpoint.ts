@@ -146,8 +146,6 @@ function stats(): unknown {
   return { tun: tun.stats(), udp: sock.stats(), verify, inbound, inboundLoop, outboundErrors, peers, memory: process.memoryUsage() }
 }
 
-console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)
-
 // Used by the tests: the kernel then refuses GSO sends, and the run-time fallback must lose nothing.
 // DTLS: SIGHUP moves to the next epoch (tests of rekeying in the middle of a transfer).
 process.on('SIGHUP', () => console.log(`rekeyed ${choice.rekey?.() ?? 'nothing'}`))
@@ -170,3 +168,7 @@ async function shutdown(): Promise<void> {
 }
 process.on('SIGTERM', () => void shutdown())
 process.on('SIGINT', () => void shutdown())
+
+// Last: whoever reads this line may signal at once (stdout to a pipe is written synchronously), so every
+// handler above must be in place first.
+console.log(`ready ${JSON.stringify({ tun: tun.name, offloads: tun.offloads, udp: naive ? { gso: false, gro: false, maxSegments: 1 } : sock.capabilities, mode: o.mode })}`)
