@@ -165,6 +165,33 @@ pub fn pseudo_header_sum(pkt: &[u8], hdrs: &IpHeaders, l4_len: usize) -> u64 {
     crate::checksum::add_u16(acc, l4_len as u16)
 }
 
+/// The destination address of an IPv4 or IPv6 packet, read from its fixed header alone (for routing);
+/// `None` if the bytes are too short or not IPv4/IPv6.
+pub fn ip_destination(pkt: &[u8]) -> Option<std::net::IpAddr> {
+    fixed_header_address(pkt, 16, 24)
+}
+
+/// The source address of an IPv4 or IPv6 packet, read from its fixed header alone (for source checks);
+/// `None` if the bytes are too short or not IPv4/IPv6.
+pub fn ip_source(pkt: &[u8]) -> Option<std::net::IpAddr> {
+    fixed_header_address(pkt, 12, 8)
+}
+
+/// The address at `v4_at` (IPv4) or `v6_at` (IPv6) of a fixed IP header.
+fn fixed_header_address(pkt: &[u8], v4_at: usize, v6_at: usize) -> Option<std::net::IpAddr> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => {
+            let b: [u8; 4] = pkt.get(v4_at..v4_at + 4)?.try_into().ok()?;
+            Some(std::net::IpAddr::from(b))
+        }
+        6 if pkt.len() >= IPV6_HDR_LEN => {
+            let b: [u8; 16] = pkt.get(v6_at..v6_at + 16)?.try_into().ok()?;
+            Some(std::net::IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,32 +246,5 @@ mod tests {
         assert_eq!(parse_ip(&p), Err(PacketError::LengthMismatch));
         p[0] = 0x44;
         assert_eq!(parse_ip(&p), Err(PacketError::BadHeader));
-    }
-}
-
-/// The destination address of an IPv4 or IPv6 packet, read from its fixed header alone (for routing);
-/// `None` if the bytes are too short or not IPv4/IPv6.
-pub fn ip_destination(pkt: &[u8]) -> Option<std::net::IpAddr> {
-    fixed_header_address(pkt, 16, 24)
-}
-
-/// The source address of an IPv4 or IPv6 packet, read from its fixed header alone (for source checks);
-/// `None` if the bytes are too short or not IPv4/IPv6.
-pub fn ip_source(pkt: &[u8]) -> Option<std::net::IpAddr> {
-    fixed_header_address(pkt, 12, 8)
-}
-
-/// The address at `v4_at` (IPv4) or `v6_at` (IPv6) of a fixed IP header.
-fn fixed_header_address(pkt: &[u8], v4_at: usize, v6_at: usize) -> Option<std::net::IpAddr> {
-    match pkt.first()? >> 4 {
-        4 if pkt.len() >= 20 => {
-            let b: [u8; 4] = pkt.get(v4_at..v4_at + 4)?.try_into().ok()?;
-            Some(std::net::IpAddr::from(b))
-        }
-        6 if pkt.len() >= IPV6_HDR_LEN => {
-            let b: [u8; 16] = pkt.get(v6_at..v6_at + 16)?.try_into().ok()?;
-            Some(std::net::IpAddr::from(b))
-        }
-        _ => None,
     }
 }
