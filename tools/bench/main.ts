@@ -298,8 +298,10 @@ async function udpScenarios(): Promise<Run[]> {
 
     for (const [mode, name] of [
       ['dgram', 'node:dgram send loop'],
-      ['sp-single', 'superpacket one by one (send)'],
-      ['sp-mmsg', 'superpacket sendmmsg (sendBatch of 64)'],
+      ['sp-single', 'superpacket one by one (send, peer handle)'],
+      ['sp-mmsg', 'superpacket sendBatch of 64 messages'],
+      ['sp-batch', 'superpacket sendBatch(peer, buffer, 64 lengths), equal sizes'],
+      ['sp-batch-mixed', 'superpacket sendBatch(peer, buffer, 64 lengths), alternating sizes'],
       ['sp-gso', 'superpacket GSO (sendSegments)'],
       ['c', 'C sendmsg(UDP_SEGMENT) loop'],
     ] as const) {

@@ -91,15 +91,24 @@ export function ratios(runs: Run[]): Record<string, Ratio> {
   tunnel('k/f', 'k', 'f', gbps, (v) => v >= 1.3, '≥ 1.3')
   tunnel('j/l', 'j', 'l', gbps, (v) => v >= 3, '≥ 3')
   const udp = (name: string) => runs.find((r) => r.scenario === 'udp-send' && r.name === name && r.error === undefined)
-  const gso = udp('superpacket GSO (sendSegments)')
-  for (const [key, name, min] of [
-    ['udpGso/dgram', 'node:dgram send loop', 8],
-    ['udpGso/cLoop', 'C sendmsg(UDP_SEGMENT) loop', 0.9],
+  const dgram = 'node:dgram send loop'
+  for (const [key, num, den, min] of [
+    ['udpGso/dgram', 'superpacket GSO (sendSegments)', dgram, 8],
+    ['udpGso/cLoop', 'superpacket GSO (sendSegments)', 'C sendmsg(UDP_SEGMENT) loop', 0.9],
+    ['send/dgram', 'superpacket one by one (send, peer handle)', dgram, 1],
+    ['sendBatch 64/dgram', 'superpacket sendBatch(peer, buffer, 64 lengths), equal sizes', dgram, 4],
+    ['sendBatch 64 alternating/dgram', 'superpacket sendBatch(peer, buffer, 64 lengths), alternating sizes', dgram, 4],
   ] as const) {
-    const base = udp(name)
-    const v = gso?.mpps !== undefined && base?.mpps ? gso.mpps / base.mpps : undefined
+    const n = udp(num)
+    const base = udp(den)
+    const v = n?.mpps !== undefined && base?.mpps ? n.mpps / base.mpps : undefined
     out[key] = v === undefined ? { value: null, target: `≥ ${min}`, met: null, detail: 'not measured' } : { value: round(v, 3), target: `≥ ${min}`, met: v >= min }
   }
+  const groRecv = runs.find((r) => r.scenario === 'udp-recv' && r.name === 'superpacket GRO receive' && r.error === undefined)
+  const cRecv = runs.find((r) => r.scenario === 'udp-recv' && r.name === 'C recvmmsg(UDP_GRO) receive' && r.error === undefined)
+  const recvRatio = groRecv?.mpps !== undefined && cRecv?.mpps ? groRecv.mpps / cRecv.mpps : undefined
+  out['groRecv/cLoop'] =
+    recvRatio === undefined ? { value: null, target: '≥ 0.6', met: null, detail: 'not measured' } : { value: round(recvRatio, 3), target: '≥ 0.6', met: recvRatio >= 0.6 }
   // One row per scenario (both directions share the endpoints and so the figures). The target is about
   // superpacket's endpoints; the baselines (e, the naive Node tunnel; c0, the JS path without
   // reuseBuffers) are shown beside it, not counted.

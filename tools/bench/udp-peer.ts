@@ -2,7 +2,7 @@
  * One side of a UDP packet-rate measurement, run inside a namespace by the bench. Every loop ends after
  * `--seconds`. Prints one JSON line (`recv` prints `listening` first).
  *
- *   node tools/dist/bench/udp-peer.js send --mode dgram|sp-single|sp-mmsg|sp-gso --to 198.18.1.2:7000 --size 1400 --seconds 5
+ *   node tools/dist/bench/udp-peer.js send --mode dgram|sp-single|sp-mmsg|sp-batch|sp-batch-mixed|sp-gso --to 198.18.1.2:7000 --size 1400 --seconds 5
  *   node tools/dist/bench/udp-peer.js recv --mode dgram|sp-gro --listen 198.18.1.2:7000 --seconds 8
  * @internal
  * @module
@@ -76,8 +76,14 @@ async function sendDgram(to: Peer): Promise<Result> {
 
 async function sendSuperpacket(to: Peer, mode: string): Promise<Result> {
   const sock = await UdpSocket.bind({ address: '0.0.0.0', port: 0 })
+  const peer = sock.peer(to.address, to.port)
   const payload = Buffer.alloc(size, 0x5a)
   const batch = Array.from({ length: 64 }, () => ({ address: to.address, port: to.port, data: payload }))
+  // One buffer and 64 lengths: equal (runs leave as GSO trains) or alternating (no runs: sendmmsg only).
+  const equal = new Uint32Array(64).fill(size)
+  const mixed = Uint32Array.from({ length: 64 }, (_, i) => (i % 2 === 0 ? size : size - 100))
+  const equalBuf = Buffer.alloc(64 * size, 0x5a)
+  const mixedBuf = Buffer.alloc(mixed.reduce((a, b) => a + b, 0), 0x5a)
   // One GSO send: as many datagrams as fit in one UDP payload (64 at most).
   const perTrain = Math.min(64, Math.floor(65_507 / size))
   const train = Buffer.alloc(perTrain * size, 0x5a)
@@ -87,9 +93,11 @@ async function sendSuperpacket(to: Peer, mode: string): Promise<Result> {
   while (t < end) {
     // 16 calls between clock reads.
     for (let i = 0; i < 16; i++) {
-      if (mode === 'sp-single') await sock.send(to, payload)
+      if (mode === 'sp-single') await sock.send(peer, payload)
       else if (mode === 'sp-mmsg') await sock.sendBatch(batch)
-      else await sock.sendSegments(to, train, size)
+      else if (mode === 'sp-batch') await sock.sendBatch(peer, equalBuf, equal)
+      else if (mode === 'sp-batch-mixed') await sock.sendBatch(peer, mixedBuf, mixed)
+      else await sock.sendSegments(peer, train, size)
     }
     t = now()
   }
