@@ -2,7 +2,6 @@
 // datagram or packet that must get through is counted and compared, not just "no error".
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import dgram from 'node:dgram'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +10,7 @@ import { coalescePackets, SuperpacketError, UdpSocket } from '../dist/index.js'
 import { clearFaults, injectFault } from '../dist/fault.js'
 import { pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
+import { plainReceiver } from './helpers/udp.js'
 
 const open: { close(): Promise<void> | void }[] = []
 afterEach(async () => {
@@ -24,28 +24,6 @@ async function bind(gso = true): Promise<UdpSocket> {
   return s
 }
 
-/** A node:dgram socket on loopback that collects `count` datagrams (fails after 10 s). */
-function receiver(count: number): Promise<{ port: number; got: Promise<Buffer[]> }> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 })
-    const msgs: Buffer[] = []
-    const got = new Promise<Buffer[]>((done, fail) => {
-      const t = setTimeout(() => {
-        sock.close()
-        fail(new Error(`only ${msgs.length} of ${count} datagrams arrived`))
-      }, 10_000)
-      sock.on('message', (m) => {
-        msgs.push(m)
-        if (msgs.length === count) {
-          clearTimeout(t)
-          sock.close()
-          done(msgs)
-        }
-      })
-    })
-    sock.bind(0, '127.0.0.1', () => resolve({ port: sock.address().port, got }))
-  })
-}
 
 const SEGMENT = 1000
 const SEGMENTS = 40
@@ -53,7 +31,7 @@ const SEGMENTS = 40
 describe('UdpSocket sends under injected failures', () => {
   it.each(['EIO', 'EINVAL'] as const)('a GSO send failing with %s falls back and every datagram arrives', async (errno) => {
     const s = await bind()
-    const { port, got } = await receiver(2 * SEGMENTS)
+    const { port, got } = await plainReceiver(2 * SEGMENTS)
     const data = pattern(2 * SEGMENTS * SEGMENT)
     injectFault('sendGso', errno, 1)
     await s.sendSegments({ address: '127.0.0.1', port }, data.subarray(0, SEGMENTS * SEGMENT), SEGMENT)
@@ -69,7 +47,7 @@ describe('UdpSocket sends under injected failures', () => {
 
   it('sends that find the kernel out of buffers are retried, not dropped', async () => {
     const s = await bind(false)
-    const { port, got } = await receiver(SEGMENTS)
+    const { port, got } = await plainReceiver(SEGMENTS)
     const data = pattern(SEGMENTS * SEGMENT, 7)
     injectFault('sendmmsg', 'ENOBUFS', 3)
     await s.sendSegments({ address: '127.0.0.1', port }, data, SEGMENT)
@@ -78,7 +56,7 @@ describe('UdpSocket sends under injected failures', () => {
 
   it('a send refused with EPERM (a firewall rule) rejects with ERR_SUPERPACKET_OS and errno 1, not the CAP_NET_ADMIN advice', async () => {
     const s = await bind(false)
-    const { port, got } = await receiver(4)
+    const { port, got } = await plainReceiver(4)
     injectFault('sendmmsg', 'EPERM', 1)
     const err = await s.sendSegments({ address: '127.0.0.1', port }, pattern(4 * SEGMENT), SEGMENT).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(SuperpacketError)

@@ -5,21 +5,13 @@ import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { MessageChannel } from 'node:worker_threads'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { run } from '../dist/lab/netns.js'
+import { run } from '../tools/dist/lab/netns.js'
 import { coalescePackets, SuperpacketAbortError, SuperpacketError, UdpSocket, type DatagramBatch, type JsFramer } from '../dist/index.js'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
+import { bindClosedAfterEach } from './helpers/udp.js'
 
-const open: { close(): Promise<void> }[] = []
-afterEach(async () => {
-  for (const s of open.splice(0)) await s.close()
-})
-
-async function bind(opts: Parameters<typeof UdpSocket.bind>[0] = {}): Promise<UdpSocket> {
-  const s = await UdpSocket.bind({ address: '127.0.0.1', port: 0, ...opts })
-  open.push(s)
-  return s
-}
+const bind = bindClosedAfterEach()
 
 /** Detaches `ab` the way a transfer to another thread does; returns the ArrayBuffer that now owns its memory. */
 type Detach = (ab: ArrayBuffer) => Promise<ArrayBuffer>

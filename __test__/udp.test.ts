@@ -1,45 +1,12 @@
-import dgram from 'node:dgram'
 import { readdirSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
 import { coalescePackets, SuperpacketError, UdpSocket, type JsFramer } from 'superpacket'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
+import { bindClosedAfterEach, plainReceiver } from './helpers/udp.js'
 
-const open: { close(): Promise<void> | void }[] = []
-afterEach(async () => {
-  for (const s of open.splice(0)) await s.close()
-})
-
-async function bind(opts: Parameters<typeof UdpSocket.bind>[0] = {}): Promise<UdpSocket> {
-  const s = await UdpSocket.bind({ address: '127.0.0.1', port: 0, ...opts })
-  open.push(s)
-  return s
-}
-
-function plainReceiver(count: number, type: 'udp4' | 'udp6' = 'udp4'): Promise<{ port: number; got: Promise<Buffer[]> }> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket(type)
-    const msgs: Buffer[] = []
-    const got = new Promise<Buffer[]>((done, fail) => {
-      const t = setTimeout(() => fail(new Error(`only ${msgs.length} of ${count} datagrams arrived`)), 10_000)
-      sock.on('message', (m) => {
-        msgs.push(m)
-        if (msgs.length === count) {
-          clearTimeout(t)
-          sock.close()
-          done(msgs)
-        }
-      })
-    })
-    sock.bind(0, type === 'udp4' ? '127.0.0.1' : '::1', () => {
-      // The sender may run before this process reads: room for a few hundred small datagrams (the kernel
-      // caps it at net.core.rmem_max).
-      sock.setRecvBufferSize(4 << 20)
-      resolve({ port: sock.address().port, got })
-    })
-  })
-}
+const bind = bindClosedAfterEach()
 
 describe('UdpSocket on loopback', () => {
   it('sends 64 segments with GSO that arrive as 64 datagrams at a plain node:dgram socket', async () => {
