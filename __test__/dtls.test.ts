@@ -8,6 +8,7 @@ import { coalescePackets, dtlsFramer, splitSuperpacket, SuperpacketError, UdpSoc
 import { openDatagram } from '../dist/framer.js'
 import { stop, waitForLine } from '../tools/dist/lab/netns.js'
 import { udpDatagrams } from '../tools/dist/lab/pcap.js'
+import { Spoofer } from '../tools/dist/lab/spoofer.js'
 import { TunnelPair } from '../tools/dist/lab/tunnel-pair.js'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
@@ -238,6 +239,55 @@ if (privileged('DTLS tunnels')) {
       }
       expect(seen.size).toBeGreaterThan((256 * MiB) / 1500)
       expect([...epochs].sort()).toEqual([1, 2])
+    })
+
+    it('hostile records at the port during a transfer are dropped by reason and cost no legitimate packet', async () => {
+      const c: DtlsCipher = 'chacha20-poly1305'
+      dir = mkdtempSync(join(tmpdir(), 'sp-dtls-atk-'))
+      const keyFile = join(dir, 'keys.json')
+      const hex = (n: number) => randomBytes(n).toString('hex')
+      writeFileSync(keyFile, JSON.stringify({ cipher: c, epoch: 1, a: { key: hex(32), iv: hex(12) }, b: { key: hex(32), iv: hex(12) } }), { mode: 0o600 })
+      pair = await TunnelPair.start('dtlsatk', { framer: 'dtls', dtlsKeys: keyFile })
+      const l = pair.lab
+      l.exec(l.a, 'ethtool', ['-K', l.a.veth, 'tx-udp-segmentation', 'off'])
+      const pcapFile = join(dir, 'a.pcap')
+      const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '2000', '-w', pcapFile, `udp and src host ${l.a.outer4} and src port 51820`])
+      try {
+        for (let t = 0; !(existsSync(pcapFile) && statSync(pcapFile).size >= 24); t++) {
+          if (t > 100 || capture.exitCode !== null) throw new Error('tcpdump did not start; it is a test dependency')
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        const warm = await pair.transfer(4 * MiB, 4)
+        expect(warm.sha256Received).toBe(warm.sha256Sent)
+      } finally {
+        await stop(capture)
+      }
+      const [, before] = (await pair.stats()) as { framer: { dropReasons: Record<string, number> } }[]
+      const transfer = pair.transfer(64 * MiB, 4)
+      // From the peer's own address and port (a spoofer namespace): the tunnel's source check lets these
+      // through to the framer, which has to tell them apart by their records.
+      const spoofer = new Spoofer(l, l.b, l.a)
+      const attacker = l.node(spoofer.side, 'lab/wg-attack.js', ['--protocol', 'dtls', '--pcap', pcapFile, '--from', `${l.a.outer4}:51820`, '--to', `${l.b.outer4}:51820`, '--per-kind', '1500', '--seconds', '30'])
+      try {
+        const sent = JSON.parse((await waitForLine(attacker, /(\{.*\})\n/, 60_000))[1]!) as Record<string, number>
+        const t = await transfer
+        expect(t.bytes).toBe(64 * MiB)
+        expect(t.sha256Received).toBe(t.sha256Sent)
+        const [, after] = (await pair.stats()) as { framer: { dropReasons: Record<string, number> }; tun: { txDrops: number }; closed: string }[]
+        const delta = (r: string) => (after!.framer.dropReasons[r] ?? 0) - (before!.framer.dropReasons[r] ?? 0)
+        expect(delta('replay')).toBeGreaterThan(0)
+        expect(delta('bad-mac')).toBeGreaterThan(0)
+        expect(delta('unknown-session')).toBeGreaterThan(0)
+        expect(delta('too-short') + delta('mismatch')).toBeGreaterThan(0)
+        // Nothing dropped beyond what the attack sent, nothing of it written to the TUN, the tunnel runs.
+        const dropped = Object.keys(after!.framer.dropReasons).reduce((n, r) => n + delta(r), 0)
+        expect(dropped).toBeLessThanOrEqual(Object.values(sent).reduce((x, y) => x + y, 0))
+        expect(after!.tun.txDrops).toBe(0)
+        expect(after!.closed).toBe('pending')
+      } finally {
+        await stop(attacker)
+        spoofer.destroy()
+      }
     })
   })
 }

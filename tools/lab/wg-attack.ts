@@ -1,11 +1,11 @@
 /**
- * Hostile datagrams for a WireGuard port, made from a capture of real traffic: exact replays, truncated
- * copies, copies with a counter ahead of the window and one bit of the tag flipped, random bytes, and
- * handshake initiations from a key the victim does not know. Used by the WireGuard tests; bounded in
- * count and time.
+ * Hostile datagrams for a WireGuard or DTLS-record port, made from a capture of real traffic: exact
+ * replays, truncated copies, copies with a counter ahead of the window and one bit of the tag flipped,
+ * random bytes; for WireGuard also handshake initiations from a key the victim does not know, for DTLS
+ * records of an epoch it does not have. Used by the WireGuard and DTLS tests; bounded in count and time.
  *
  *   node tools/dist/lab/wg-attack.js --pcap hub.pcap --to 198.18.1.2:51820 --victim-key BASE64 \
- *     [--per-kind 2000] [--seconds 20] [--seed 1]
+ *     [--protocol wireguard|dtls] [--from ADDRESS:PORT] [--per-kind 2000] [--seconds 20] [--seed 1]
  *
  * Sends from node:dgram (random bytes, copies of captured datagrams) and, for the initiations, from a
  * superpacket socket whose WireGuard framer holds a fresh key. Prints one JSON line with how many of each
@@ -27,6 +27,9 @@ const { values: o } = parseArgs({
     pcap: { type: 'string' },
     to: { type: 'string' },
     'victim-key': { type: 'string' },
+    protocol: { type: 'string', default: 'wireguard' },
+    // Where to send from (a spoofer namespace holding the peer's address sends as the peer itself).
+    from: { type: 'string', default: '0.0.0.0:0' },
     'per-kind': { type: 'string', default: '2000' },
     seconds: { type: 'string', default: '20' },
     seed: { type: 'string', default: '1' },
@@ -38,6 +41,8 @@ const DATA_TYPE = 4
 const TAG_LEN = 16
 /** Counters far ahead of anything a test transfer reaches. */
 const FORGED_COUNTER_BASE = 1n << 40n
+/** DTLS record type of application data. */
+const DTLS_APPLICATION_DATA = 23
 /** Handshake initiations to send: each makes the victim run one Diffie-Hellman and drop it. */
 const INITIATIONS = 20
 
@@ -45,10 +50,15 @@ const to = hostPort(o.to!)
 const perKind = Number(o['per-kind'])
 const deadline = Date.now() + Number(o.seconds) * 1000
 const random = seededRandom(Number(o.seed))
+const dtls = o.protocol === 'dtls'
+/** Where the counter lies and how to write one: WireGuard LE u64 at 8; DTLS BE u48 at 5 (after type, version, epoch). */
+const setCounter = dtls
+  ? (d: Buffer, n: bigint) => d.writeUIntBE(Number(n & 0xffff_ffff_ffffn), 5, 6)
+  : (d: Buffer, n: bigint) => d.writeBigUInt64LE(n, 8)
 const captured = udpDatagrams(readFileSync(o.pcap!))
   .map((d) => d.payload)
-  .filter((p) => p.length > 32 && p.readUInt32LE(0) === DATA_TYPE)
-if (captured.length === 0) throw new Error('wg-attack: the capture holds no WireGuard data messages')
+  .filter((p) => (dtls ? p.length > 13 + TAG_LEN && p[0] === DTLS_APPLICATION_DATA : p.length > 32 && p.readUInt32LE(0) === DATA_TYPE))
+if (captured.length === 0) throw new Error(`wg-attack: the capture holds no ${dtls ? 'DTLS records' : 'WireGuard data messages'}`)
 
 const pick = () => captured[Math.floor(random() * captured.length)]!
 const kinds: Record<string, () => Buffer> = {
@@ -60,11 +70,21 @@ const kinds: Record<string, () => Buffer> = {
   // A forged tag on a counter ahead of the victim's window (an old counter is refused before decryption).
   'forged-tag': () => {
     const d = Buffer.from(pick())
-    d.writeBigUInt64LE(FORGED_COUNTER_BASE + BigInt(Math.floor(random() * 2 ** 30)), 8)
+    setCounter(d, FORGED_COUNTER_BASE + BigInt(Math.floor(random() * 2 ** 30)))
     const at = d.length - 1 - Math.floor(random() * TAG_LEN)
     d[at]! ^= 1 << Math.floor(random() * 8)
     return d
   },
+  ...(dtls
+    ? {
+        // An epoch the victim was never given.
+        'unknown-epoch': () => {
+          const d = Buffer.from(pick())
+          d.writeUInt16BE((d.readUInt16BE(3) + 1000) & 0xffff, 3)
+          return d
+        },
+      }
+    : {}),
   random: () => {
     const d = Buffer.allocUnsafe(1 + Math.floor(random() * 1400))
     for (let i = 0; i < d.length; i++) d[i] = Math.floor(random() * 256)
@@ -73,7 +93,8 @@ const kinds: Record<string, () => Buffer> = {
 }
 
 const sock = createSocket(to.address.includes(':') ? 'udp6' : 'udp4')
-await new Promise<void>((resolve) => sock.bind(0, resolve))
+const from = hostPort(o.from!)
+await new Promise<void>((resolve) => sock.bind(from.port, from.address, resolve))
 const sent: Record<string, number> = {}
 for (const [kind, make] of Object.entries(kinds)) {
   sent[kind] = 0
@@ -85,6 +106,11 @@ for (const [kind, make] of Object.entries(kinds)) {
   }
 }
 sock.close()
+
+if (dtls) {
+  console.log(JSON.stringify(sent))
+  process.exit(0)
+}
 
 // Initiations from keys the victim does not know: real initiators, each with a fresh key (one framer
 // starts one handshake), aimed at the victim.
