@@ -134,3 +134,49 @@ if (privileged('faults on a TUN')) {
     })
   })
 }
+
+/** Runs inside the test's namespace: a Tunnel whose TUN read fails with an injected EIO. Prints how
+ * `closed` settled; never calls stop() or close(), so the process ends only if nothing holds it open. */
+const TUNNEL_FAIL_SCRIPT = `
+import dgram from 'node:dgram'
+const [index, fault] = process.argv.slice(2)
+const { Tun, UdpSocket, Tunnel } = await import(index)
+const { injectFault } = await import(fault)
+const tun = await Tun.open({ name: 'spfail0', ipv4: '198.18.72.1/24' })
+const socket = await UdpSocket.bind({ address: '127.0.0.1', port: 0 })
+const tunnel = await Tunnel.start({ tun, socket, peer: { address: '127.0.0.1', port: 9 } })
+injectFault('tunRead', 'EIO', 1)
+// Something for the TUN to read: a datagram routed through it.
+const d = dgram.createSocket('udp4')
+await new Promise((r) => d.send('x', 9, '198.18.72.2', r))
+d.close()
+const err = await tunnel.closed.then(() => undefined, (e) => e)
+console.log(JSON.stringify({ code: err?.code, errno: err?.errno, running: tunnel.running }))
+`
+
+if (privileged('a failing Tunnel')) {
+  describe('a Tunnel whose direction fails', () => {
+    it('rejects closed with the error, stops, and no longer holds the process open', () => {
+      const ns = `sp-tfail-${process.pid}-${randomBytes(2).toString('hex')}`
+      const dir = mkdtempSync(join(tmpdir(), 'sp-tfail-'))
+      const script = join(dir, 'tunnel-fail.mjs')
+      writeFileSync(script, TUNNEL_FAIL_SCRIPT)
+      const dist = new URL('../dist/', import.meta.url)
+      execFileSync('ip', ['netns', 'add', ns])
+      try {
+        execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
+        // The script neither stops the tunnel nor closes anything: if the tunnel still held the process
+        // open, this would time out.
+        const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href], {
+          encoding: 'utf8',
+          timeout: 30_000,
+        })
+        const r = JSON.parse(out.trim().split('\n').pop()!) as { code?: string; errno?: number; running: boolean }
+        expect(r).toEqual({ code: 'ERR_SUPERPACKET_OS', errno: 5, running: false })
+      } finally {
+        execFileSync('ip', ['netns', 'del', ns])
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  })
+}
