@@ -1,13 +1,13 @@
 import dgram from 'node:dgram'
 import { createCipheriv, createDecipheriv, randomBytes, type CipherGCMTypes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { coalescePackets, dtlsFramer, splitSuperpacket, SuperpacketError, UdpSocket, type DtlsCipher } from 'superpacket'
 import { openDatagram } from '../dist/framer.js'
 import { stop, waitForLine } from '../tools/dist/lab/netns.js'
-import { udpDatagrams } from '../tools/dist/lab/pcap.js'
+import { startCapture, udpDatagrams } from '../tools/dist/lab/pcap.js'
 import { Spoofer } from '../tools/dist/lab/spoofer.js'
 import { TunnelPair } from '../tools/dist/lab/tunnel-pair.js'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
@@ -196,12 +196,8 @@ if (privileged('DTLS tunnels')) {
       // keys, are left out).
       l.exec(l.a, 'ethtool', ['-K', l.a.veth, 'tx-udp-segmentation', 'off'])
       const pcapFile = join(dir, 'a.pcap')
-      const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '64', '-w', pcapFile, `udp and src host ${l.a.outer4} and src port 51820`])
+      const capture = await startCapture(l, l.a, pcapFile, `udp and src host ${l.a.outer4} and src port 51820`, 64)
       try {
-        for (let t = 0; !(existsSync(pcapFile) && statSync(pcapFile).size >= 24); t++) {
-          if (t > 100 || capture.exitCode !== null) throw new Error('tcpdump did not start; it is a test dependency')
-          await new Promise((r) => setTimeout(r, 50))
-        }
         const transfer = pair.transfer(256 * MiB, 4)
         // Rekey once a good part of the data has gone through epoch 1 (bounded wait).
         for (let t = 0; ; t++) {
@@ -251,12 +247,8 @@ if (privileged('DTLS tunnels')) {
       const l = pair.lab
       l.exec(l.a, 'ethtool', ['-K', l.a.veth, 'tx-udp-segmentation', 'off'])
       const pcapFile = join(dir, 'a.pcap')
-      const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '2000', '-w', pcapFile, `udp and src host ${l.a.outer4} and src port 51820`])
+      const capture = await startCapture(l, l.a, pcapFile, `udp and src host ${l.a.outer4} and src port 51820`)
       try {
-        for (let t = 0; !(existsSync(pcapFile) && statSync(pcapFile).size >= 24); t++) {
-          if (t > 100 || capture.exitCode !== null) throw new Error('tcpdump did not start; it is a test dependency')
-          await new Promise((r) => setTimeout(r, 50))
-        }
         const warm = await pair.transfer(4 * MiB, 4)
         expect(warm.sha256Received).toBe(warm.sha256Sent)
       } finally {

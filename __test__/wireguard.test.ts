@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { generatePrivateKey, parseWireGuardConfig, publicKey, SuperpacketError, wireguard } from 'superpacket'
-import { execFileSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
-import { udpDatagrams } from '../tools/dist/lab/pcap.js'
+import { startCapture, udpDatagrams } from '../tools/dist/lab/pcap.js'
 import { tcpTransfer } from '../tools/dist/lab/transfer.js'
 import {
   endpointOf,
@@ -126,14 +126,6 @@ afterEach(async () => {
   lab = undefined
 })
 
-/** Waits (bounded) until tcpdump has written its file header, that is until it listens. */
-async function pcapStarted(file: string, capture: ChildProcess): Promise<void> {
-  for (let t = 0; !(existsSync(file) && statSync(file).size >= 24); t++) {
-    if (t > 100 || capture.exitCode !== null) throw new Error(`tcpdump did not start (exit ${capture.exitCode}); it is a test dependency (scripts/bootstrap.sh)`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 function track(e: WgEndpoint): WgEndpoint {
   closers.push(() => e.close())
   return e
@@ -233,9 +225,8 @@ if (privileged('WireGuard interop')) {
       const pcapDir = mkdtempSync(join(tmpdir(), 'sp-wg3-'))
       closers.push(async () => rmSync(pcapDir, { recursive: true, force: true }))
       const pcapFile = join(pcapDir, 'hub.pcap')
-      const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '200', '-w', pcapFile, 'udp and src port', String(PORT)])
+      const capture = await startCapture(l, l.a, pcapFile, `udp and src port ${PORT}`, 200)
       closers.push(() => stop(capture))
-      await pcapStarted(pcapFile, capture)
       const ehub = track(
         await startSuperpacketWg(
           l,
@@ -307,9 +298,8 @@ if (privileged('WireGuard interop')) {
       const dir = mkdtempSync(join(tmpdir(), 'sp-wgatk-'))
       closers.push(async () => rmSync(dir, { recursive: true, force: true }))
       const pcapFile = join(dir, 'a.pcap')
-      const capture = l.spawn(l.a, 'tcpdump', ['-i', l.a.veth, '-U', '-n', '-s', '2000', '-w', pcapFile, 'udp and src port', String(PORT)])
+      const capture = await startCapture(l, l.a, pcapFile, `udp and src port ${PORT}`)
       closers.push(() => stop(capture))
-      await pcapStarted(pcapFile, capture)
       track(await startSuperpacketWg(l, l.a, { privateKey: a.privateKey, listenPort: PORT, peers: [{ publicKey: b.publicKey, allowedIPs: INNER, endpoint: endpointOf(l.b, PORT) }] }))
       const eb = track(await startSuperpacketWg(l, l.b, { privateKey: b.privateKey, listenPort: PORT, peers: [{ publicKey: a.publicKey, allowedIPs: INNER, endpoint: endpointOf(l.a, PORT) }] }))
       // Real traffic to replay, cut and forge.

@@ -1,9 +1,13 @@
 /**
- * Reads what `tcpdump -w` wrote: the UDP payloads of an Ethernet capture, for tests that check bytes on
- * the wire.
+ * Captures with tcpdump and reads what it wrote (the UDP payloads of an Ethernet capture), for tests that
+ * check bytes on the wire.
  * @internal
  * @module
  */
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, statSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Lab, Side } from './netns.js'
 
 /** One captured UDP datagram. */
 export interface CapturedDatagram {
@@ -44,4 +48,20 @@ export function udpDatagrams(pcap: Buffer): CapturedDatagram[] {
     out.push({ srcPort: udp.readUInt16BE(0), dstPort: udp.readUInt16BE(2), payload: udp.subarray(8, udp.readUInt16BE(4)) })
   }
   return out
+}
+
+/**
+ * Starts `tcpdump -w file` on `side`'s veth with `filter` (packets cut at `snaplen` bytes) and resolves once
+ * it listens (it has written the file header; bounded wait). Stop it with `stop()` from netns.
+ */
+export async function startCapture(lab: Lab, side: Side, file: string, filter: string, snaplen = 2000): Promise<ChildProcess> {
+  const capture = lab.spawn(side, 'tcpdump', ['-i', side.veth, '-U', '-n', '-s', String(snaplen), '-w', file, filter])
+  for (let t = 0; !(existsSync(file) && statSync(file).size >= 24); t++) {
+    if (t > 100 || capture.exitCode !== null) {
+      capture.kill('SIGKILL')
+      throw new Error(`tcpdump did not start (exit ${capture.exitCode}); it is a test dependency (scripts/bootstrap.sh)`)
+    }
+    await sleep(50)
+  }
+  return capture
 }
