@@ -23,6 +23,7 @@ import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { hostPort } from './args.js'
 import { seededRandom } from './prng.js'
+import type { RelayCounters } from './tunnel-pair.js'
 
 const { values: o } = parseArgs({
   options: {
@@ -59,22 +60,6 @@ for (const [name, p] of [['loss', loss], ['reorder', reorder], ['duplicate', dup
 }
 if (!(delayMs >= 0 && queueLimit >= 1)) throw new Error('relay: --delay-ms must be >= 0 and --queue >= 1')
 
-interface Counters {
-  /** Datagrams that came in from this direction's sender. */
-  received: number
-  dropped: number
-  duplicated: number
-  reordered: number
-  /** Datagrams that went through the delay line. */
-  delayed: number
-  /** Datagrams sent on (copies included). */
-  forwarded: number
-  /** Dropped because the direction's queue was full. */
-  overflow: number
-  /** Datagrams from an address other than the endpoint's, ignored. */
-  strangers: number
-  sendErrors: number
-}
 
 interface Held {
   data: Buffer
@@ -85,7 +70,7 @@ interface Held {
 
 /** One direction: datagrams that arrive at `inbound` from `from` go out of `outbound` to `to`. */
 class Direction {
-  readonly counters: Counters = { received: 0, dropped: 0, duplicated: 0, reordered: 0, delayed: 0, forwarded: 0, overflow: 0, strangers: 0, sendErrors: 0 }
+  readonly counters: RelayCounters = { received: 0, dropped: 0, duplicated: 0, reordered: 0, delayed: 0, forwarded: 0, overflow: 0, strangers: 0, sendErrors: 0 }
   readonly #random: () => number
   readonly #held: Held[] = []
   readonly #delayed: { data: Buffer; due: number }[] = []

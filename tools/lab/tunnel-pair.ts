@@ -50,15 +50,20 @@ export interface EndpointInfo {
   ready: { tun: string; offloads: Record<string, boolean>; udp: { gso: boolean; gro: boolean }; mode: string }
 }
 
-/** Counters of one direction of the relay. */
+/** Counters of one direction of the relay (tools/lab/relay.ts counts them). */
 export interface RelayCounters {
+  /** Datagrams that came in from this direction's sender. */
   received: number
   dropped: number
   duplicated: number
   reordered: number
+  /** Datagrams that went through the delay line. */
   delayed: number
+  /** Datagrams sent on (copies included). */
   forwarded: number
+  /** Dropped because the direction's queue was full. */
   overflow: number
+  /** Datagrams from an address other than the endpoint's, ignored. */
   strangers: number
   sendErrors: number
 }
