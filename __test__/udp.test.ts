@@ -1,7 +1,8 @@
+import { createSocket } from 'node:dgram'
 import { readdirSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
-import { coalescePackets, SuperpacketError, UdpSocket, type JsFramer } from 'superpacket'
+import { coalescePackets, SuperpacketError, UdpSocket, type DatagramBatch, type JsFramer, type UdpPeer } from 'superpacket'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
 import { bindClosedAfterEach, plainReceiver } from './helpers/udp.js'
@@ -53,6 +54,8 @@ describe('UdpSocket on loopback', () => {
     const ac = new AbortController()
     const timer = setTimeout(() => ac.abort(), 5000)
     const it = rx.batches({ signal: ac.signal })
+    /** Without reuseBuffers: views kept uncopied across later receives, with the bytes they must hold. */
+    const kept: [Buffer[], Buffer][] = []
     try {
       for (const fill of [0x11, 0x22, 0x33]) {
         const data = Buffer.alloc(10 * 1000, fill)
@@ -62,17 +65,20 @@ describe('UdpSocket on loopback', () => {
           const r = await it.next()
           if (r.done === true) throw new Error('iterator ended early')
           buffers.add(r.value.buffer.buffer)
-          // Copied before the next receive, as the option's contract asks.
-          got.push(...r.value.datagrams().map((d) => Buffer.from(d)))
+          const views = r.value.datagrams()
+          // With reuseBuffers copied before the next receive, as the option's contract asks.
+          got.push(...views.map((d) => (reuse ? Buffer.from(d) : d)))
         }
         expect(Buffer.concat(got).equals(data)).toBe(true)
+        if (!reuse) kept.push([got, data])
       }
     } finally {
       clearTimeout(timer)
       await it.return()
     }
     if (reuse) expect(buffers.size).toBe(1)
-    else expect(buffers.size).toBeGreaterThanOrEqual(3)
+    // Each batch owns its bytes: later receives (into the same block) did not touch earlier ones.
+    else for (const [views, data] of kept) expect(Buffer.concat(views).equals(data)).toBe(true)
   })
 
   it('sends a batch to several peers with one sendmmsg, each datagram with its source reported', async () => {
@@ -302,5 +308,98 @@ describe('UdpSocket sends from the JS thread, peer handles and one-buffer batche
     await expect(s.sendBatch(peer, Buffer.alloc(70_000), [70_000])).rejects.toMatchObject(invalid)
     await expect(s.sendBatch(peer, Buffer.alloc(4), 'no' as unknown as number[])).rejects.toMatchObject(invalid)
     expect(s.stats().txDatagrams).toBe(0)
+  })
+})
+
+describe('UdpSocket receives straight into JS memory, with offsets, lengths and source handles', () => {
+  /** Receives until `want` datagrams arrived (5 s at most). */
+  async function receiveAll(rx: UdpSocket, want: number): Promise<DatagramBatch[]> {
+    const batches: DatagramBatch[] = []
+    let n = 0
+    const deadline = Date.now() + 5000
+    while (n < want && Date.now() < deadline) {
+      const b = await rx.receive({ signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) })
+      batches.push(b)
+      n += b.count
+    }
+    return batches
+  }
+
+  it.each([false, true])('reuseBuffers %s: GRO trains and single datagrams from three sources, each datagram at its offset, one handle per source', async (reuse) => {
+    const rx = await bind({ reuseBuffers: reuse })
+    const [a, b, c] = [await bind(), await bind(), await bind()]
+    const train = pattern(20 * 1200, 7)
+    await a.sendSegments(rx.address, train, 1200)
+    await b.send(rx.address, Buffer.from('small from b'))
+    await c.send(rx.address, pattern(3000, 9))
+    await a.send(rx.address, Buffer.from('again from a'))
+    const batches = await receiveAll(rx, 23)
+    const got: { data: Buffer; port: number; peer: UdpPeer }[] = []
+    for (const batch of batches) {
+      const views = batch.datagrams()
+      expect(views.length).toBe(batch.count)
+      expect(batch.lengths.length).toBe(batch.count)
+      for (let i = 0; i < batch.count; i++) {
+        const at = batch.offsets[i]!
+        expect(batch.buffer.subarray(at, at + batch.lengths[i]!).equals(views[i]!)).toBe(true)
+      }
+      // Copied before the next receive (the reuseBuffers contract).
+      for (const d of batch) got.push({ data: Buffer.from(d.data), port: d.port, peer: d.peer })
+    }
+    expect(got.length).toBe(23)
+    expect(Buffer.concat(got.slice(0, 20).map((d) => d.data)).equals(train)).toBe(true)
+    expect(got.slice(20).map((d) => d.data.length)).toEqual([12, 3000, 12])
+    expect(got[22]!.data.toString()).toBe('again from a')
+    expect(got.map((d) => d.port)).toEqual([...Array(20).fill(a.address.port), b.address.port, c.address.port, a.address.port])
+    // One handle per source, the same object across messages and batches.
+    expect(new Set(got.map((d) => d.peer)).size).toBe(3)
+    expect(got[22]!.peer).toBe(got[0]!.peer)
+    expect(got[21]!.peer).toMatchObject({ address: '127.0.0.1', port: c.address.port })
+    // The handle is a destination: a reply to it arrives at the source.
+    await rx.send(got[21]!.peer, Buffer.from('reply'))
+    const reply = await c.receive({ signal: AbortSignal.timeout(5000) })
+    expect([...reply].map((d) => [d.data.toString(), d.port])).toEqual([['reply', rx.address.port]])
+  })
+
+  it('batches kept without reuseBuffers keep their bytes while later batches arrive', async () => {
+    const rx = await bind()
+    const tx = await bind()
+    const kept: DatagramBatch[] = []
+    for (let i = 0; i < 40; i++) {
+      await tx.send(rx.address, pattern(100 + i, i))
+      kept.push(...(await receiveAll(rx, 1)))
+    }
+    const all = kept.flatMap((b) => b.datagrams())
+    expect(all.length).toBe(40)
+    all.forEach((d, i) => expect(d.equals(pattern(100 + i, i))).toBe(true))
+  })
+
+  it('more sources than the table holds (1,024): every datagram still names its own source', async () => {
+    const rx = await bind()
+    const n = 1100
+    const senders = Array.from({ length: n }, () => createSocket('udp4'))
+    try {
+      await Promise.all(senders.map((s) => new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve))))
+      const got = new Map<number, number>()
+      const seen = new Set<UdpPeer>()
+      for (let start = 0; start < n; start += 100) {
+        // 100 at a time: well inside the receive buffer.
+        const chunk = senders.slice(start, start + 100)
+        for (const s of chunk) s.send(String(s.address().port), rx.address.port, '127.0.0.1')
+        for (const batch of await receiveAll(rx, chunk.length)) {
+          for (const d of batch) {
+            expect(Number(d.data.toString())).toBe(d.port)
+            expect(d.peer.port).toBe(d.port)
+            got.set(d.port, (got.get(d.port) ?? 0) + 1)
+            seen.add(d.peer)
+          }
+        }
+      }
+      expect(got.size).toBe(n)
+      expect([...got.values()].every((c) => c === 1)).toBe(true)
+      expect(seen.size).toBe(n)
+    } finally {
+      for (const s of senders) s.close()
+    }
   })
 })

@@ -343,16 +343,7 @@ export class PacketWriter {
     const f = this.#framer
     if (f === undefined || isNativeFramer(f)) {
       const n = (this.#native ??= this.#makeNative(f))
-      const m = batch.messages
-      const counts = new Uint32Array(m.length)
-      const ports = new Uint32Array(m.length)
-      const addresses: string[] = new Array(m.length)
-      for (let i = 0; i < m.length; i++) {
-        counts[i] = m[i]!.count
-        ports[i] = m[i]!.port
-        addresses[i] = m[i]!.address
-      }
-      return await abortableWrite(signal, (abort) => n.write(batch.buffer, batch.lengths, counts, addresses, ports, abort))
+      return await abortableWrite(signal, (abort) => n.write(batch.buffer, batch.words, abort))
     }
     if (signal?.aborted) throw abortedError(signal, 0)
     const datagrams = batch.datagrams()

@@ -56,6 +56,8 @@ export interface BoundAddress extends Peer {
 export interface ReceivedDatagram extends Peer {
   /** The datagram's bytes (a view into the batch buffer). */
   data: Buffer
+  /** The source as a handle (see {@link ReceivedMessage.peer}). */
+  peer: UdpPeer
 }
 
 /** How a socket is bound. */
@@ -76,7 +78,9 @@ export interface UdpSocketOptions {
   gro?: boolean
   /**
    * Receive into one buffer that every receive reuses (default false): no allocation per receive and
-   * flat memory under load. The price: a {@link DatagramBatch} is valid only until the next receive
+   * flat memory under load. Either way the kernel writes the datagrams straight into JS memory (no copy
+   * in between). Without it each batch owns its bytes, cut from 4 MiB blocks that later batches share:
+   * a batch kept alive keeps its block alive, so copy (`Buffer.from`) the datagrams you keep for long. The price: a {@link DatagramBatch} is valid only until the next receive
    * starts, so with `for await` until the loop asks for the next batch. Copy what you keep. Misuse is
    * caught, never undefined behaviour: a receive while another runs, or while a write still needs the
    * previous batch's bytes after an `await`, fails with `ERR_SUPERPACKET_BUSY`; a buffer transferred away
@@ -127,37 +131,108 @@ export interface ReceivedMessage extends Peer {
   count: number
   /** Size of each datagram but the last. */
   segmentSize: number
+  /** Where the message's first datagram starts in the batch's `buffer`. */
+  offset: number
+  /** Bytes of the message (all its datagrams, back to back). */
+  length: number
+  /**
+   * The source as a handle to send replies to: the same object for every message from that address
+   * while the socket's table of recent sources (1,024) holds it.
+   */
+  peer: UdpPeer
 }
 
-/** A batch of received datagrams, back to back in one buffer. */
+/** Words per message of a receive's metadata (see `superpacket_io::udp::words`). */
+const PER_MESSAGE = binding.RECV_META_PER_MESSAGE
+const HEADER = binding.RECV_META_HEADER
+
+/**
+ * A batch of received datagrams in one buffer. Datagram `i` is `buffer[offsets[i], offsets[i] +
+ * lengths[i])`: the datagrams of one message are back to back, and there may be unused bytes between
+ * messages (a long message stays where the kernel put it, so nothing is copied).
+ */
 export class DatagramBatch {
-  /** Every datagram, back to back. */
+  /** Every datagram (see {@link DatagramBatch.offsets}). */
   readonly buffer: Buffer
-  /** Length of each datagram in `buffer`. */
-  readonly lengths: Uint32Array
-  /** The messages the datagrams came in, in order. */
-  readonly messages: readonly ReceivedMessage[]
+  /** Number of datagrams. */
+  readonly count: number
+  /** @internal per message: offset, length, segment size, source number, source address (12 words) */
+  readonly words: Uint32Array
+  readonly #peers: readonly UdpPeer[]
+  #lengths: Uint32Array | undefined
+  #offsets: Uint32Array | undefined
+  #messages: readonly ReceivedMessage[] | undefined
 
   /** @internal */
-  constructor(buffer: Buffer, lengths: Uint32Array, messages: readonly ReceivedMessage[]) {
+  constructor(buffer: Buffer, words: Uint32Array, peers: readonly UdpPeer[], count: number) {
     this.buffer = buffer
-    this.lengths = lengths
-    this.messages = messages
+    this.words = words
+    this.#peers = peers
+    this.count = count
   }
 
-  /** Number of datagrams. */
-  get count(): number {
-    return this.lengths.length
+  /** Length of each datagram. */
+  get lengths(): Uint32Array {
+    if (this.#lengths === undefined) this.#layOut()
+    return this.#lengths!
+  }
+
+  /** Where each datagram starts in {@link DatagramBatch.buffer}. */
+  get offsets(): Uint32Array {
+    if (this.#offsets === undefined) this.#layOut()
+    return this.#offsets!
+  }
+
+  /** The messages the datagrams came in, in order. */
+  get messages(): readonly ReceivedMessage[] {
+    if (this.#messages === undefined) {
+      const w = this.words
+      const out: ReceivedMessage[] = new Array(this.#peers.length)
+      for (let i = 0; i < out.length; i++) {
+        const at = i * PER_MESSAGE
+        const length = w[at + 1]!
+        const stride = w[at + 2]!
+        const peer = this.#peers[i]!
+        out[i] = { address: peer.address, port: peer.port, peer, offset: w[at]!, length, count: datagramCount(length, stride), segmentSize: stride }
+      }
+      this.#messages = out
+    }
+    return this.#messages
+  }
+
+  #layOut(): void {
+    const lengths = new Uint32Array(this.count)
+    const offsets = new Uint32Array(this.count)
+    const w = this.words
+    let d = 0
+    for (let at = 0; at < w.length; at += PER_MESSAGE) {
+      const offset = w[at]!
+      const length = w[at + 1]!
+      const stride = w[at + 2]!
+      const n = datagramCount(length, stride)
+      for (let k = 0; k < n; k++, d++) {
+        offsets[d] = offset + k * stride
+        lengths[d] = Math.min(stride, length - k * stride)
+      }
+    }
+    this.#lengths = lengths
+    this.#offsets = offsets
   }
 
   /** Views of every datagram (no copies). */
   datagrams(): Buffer[] {
-    const out: Buffer[] = new Array(this.lengths.length)
-    let off = 0
-    for (let i = 0; i < this.lengths.length; i++) {
-      const len = this.lengths[i] ?? 0
-      out[i] = this.buffer.subarray(off, off + len)
-      off += len
+    const out: Buffer[] = new Array(this.count)
+    const w = this.words
+    let d = 0
+    for (let at = 0; at < w.length; at += PER_MESSAGE) {
+      const offset = w[at]!
+      const length = w[at + 1]!
+      const stride = w[at + 2]!
+      const n = datagramCount(length, stride)
+      for (let k = 0; k < n; k++) {
+        const start = offset + k * stride
+        out[d++] = this.buffer.subarray(start, start + Math.min(stride, length - k * stride))
+      }
     }
     return out
   }
@@ -169,10 +244,15 @@ export class DatagramBatch {
     for (const m of this.messages) {
       for (let k = 0; k < m.count; k++) {
         const data = views[i++]
-        if (data !== undefined) yield { data, address: m.address, port: m.port }
+        if (data !== undefined) yield { data, address: m.address, port: m.port, peer: m.peer }
       }
     }
   }
+}
+
+/** Datagrams in a message of `length` bytes cut every `stride` bytes (an empty one is one datagram). */
+function datagramCount(length: number, stride: number): number {
+  return stride === 0 || length <= stride ? 1 : Math.ceil(length / stride)
 }
 
 /** Options of a single receive. */
@@ -189,6 +269,11 @@ export interface SegmentWriterOptions {
   /** Seals each segment before it is sent (default: plain). */
   framer?: Framer
 }
+
+/** Bytes of the blocks receives without `reuseBuffers` cut their batches from. */
+const BLOCK_SIZE = 4 << 20
+/** A block with less room left than this is replaced (8 messages of 64 KiB). */
+const BLOCK_LEFT_MIN = 8 << 16
 
 /** What a send that went out at once returns. */
 const DONE: Promise<void> = Promise.resolve()
@@ -222,36 +307,58 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
     super(n, 'the UDP socket')
     const info = n.info()
     this.address = Object.freeze({ address: info.address, port: info.port, family: isIPv6(info.address) ? 'IPv6' : 'IPv4' })
-    let into = reuseBuffers ? reusedBuffer(info.recvRoom) : undefined
-    /** Receives what is queued straight into the reused buffer, on the JS thread. */
-    const tryRecvInto = (n: NativeUdp, buf: Buffer): DatagramBatch | null => {
-      // Transferred away (detached): receives go on in a new buffer.
-      if (buf.byteLength === 0) buf = into = reusedBuffer(info.recvRoom)
-      checkNotHeld(buf)
-      const r = n.tryRecvInto(buf)
-      if (r === null) return null
-      let total = 0
-      for (const len of r.lengths) total += len
-      return new DatagramBatch(buf.subarray(0, total), r.lengths, r.messages)
+    const room = info.recvRoom
+    const meta = new Uint32Array(binding.RECV_META_LENGTH)
+    /** Handles of the sources the native table numbered, by number. */
+    const sources: UdpPeer[] = []
+    let into = reuseBuffers ? reusedBuffer(room) : undefined
+    /** Without `reuseBuffers`: batches are cut from a block, each owning its part (no copy, no reuse). */
+    let block: Buffer | undefined
+    let used = 0
+    /** Receives what is queued, straight into JS memory, on the JS thread; null when nothing is. */
+    const receiveNow = (n: NativeUdp): DatagramBatch | null => {
+      let buf: Buffer
+      if (into !== undefined) {
+        // Transferred away (detached): receives go on in a new buffer.
+        if (into.byteLength === 0) into = reusedBuffer(room)
+        checkNotHeld(into)
+        buf = into
+      } else {
+        if (block === undefined || block.length - used < BLOCK_LEFT_MIN) {
+          block = Buffer.allocUnsafeSlow(BLOCK_SIZE)
+          used = 0
+        }
+        buf = block.subarray(used, used + room)
+      }
+      const m = n.tryRecvInto(buf, meta)
+      if (m === 0) return null
+      if (meta[3] !== 0) {
+        const update = n.takeSources()
+        if (update.reset) sources.length = 0
+        for (let i = 0; i < update.peers.length; i++) sources[update.first + i] = new UdpPeer(n, update.peers[i]!)
+      }
+      const end = meta[2]!
+      const words = meta.slice(HEADER, HEADER + m * PER_MESSAGE)
+      const peers: UdpPeer[] = new Array(m)
+      for (let i = 0; i < m; i++) peers[i] = sources[words[i * PER_MESSAGE + 3]!]!
+      // The next batch starts on an 8-byte boundary after this one.
+      if (into === undefined) used += (end + 7) & ~7
+      return new DatagramBatch(buf.subarray(0, end), words, peers, meta[1]!)
     }
     this.#reader = new ReadQueue(async () => {
       const n = this.native
-      if (into !== undefined) {
-        return await this.#sync.run(
-          () => tryRecvInto(n, into!),
-          async () => {
-            // The wait happens in native memory; the datagrams are copied into the JS buffer here, on the
-            // JS thread. `null` only if another receive took the staged batch first.
-            for (;;) {
-              await n.recvStaged()
-              const b = tryRecvInto(n, into!)
-              if (b !== null) return b
-            }
-          },
-        )
-      }
-      const r = await this.#sync.run(() => n.tryRecv(), () => n.recv())
-      return new DatagramBatch(r.data, r.lengths, r.messages)
+      return await this.#sync.run(
+        () => receiveNow(n),
+        async () => {
+          // The wait holds nothing of JS; the datagrams go into JS memory here, on the JS thread. `null`
+          // only if something else took what woke the wait.
+          for (;;) {
+            await n.waitReadable()
+            const b = receiveNow(n)
+            if (b !== null) return b
+          }
+        },
+      )
     }, reuseBuffers)
   }
 

@@ -320,6 +320,7 @@ async function udpScenarios(): Promise<Run[]> {
     for (const [mode, name] of [
       ['dgram', 'node:dgram receive'],
       ['sp-gro', 'superpacket GRO receive'],
+      ['sp-gro-reuse', 'superpacket GRO receive, reuseBuffers'],
       ['c', 'C recvmmsg(UDP_GRO) receive'],
     ] as const) {
       const rates: number[] = []

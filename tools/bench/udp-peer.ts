@@ -3,7 +3,7 @@
  * `--seconds`. Prints one JSON line (`recv` prints `listening` first).
  *
  *   node tools/dist/bench/udp-peer.js send --mode dgram|sp-single|sp-mmsg|sp-batch|sp-batch-mixed|sp-gso --to 198.18.1.2:7000 --size 1400 --seconds 5
- *   node tools/dist/bench/udp-peer.js recv --mode dgram|sp-gro --listen 198.18.1.2:7000 --seconds 8
+ *   node tools/dist/bench/udp-peer.js recv --mode dgram|sp-gro|sp-gro-reuse --listen 198.18.1.2:7000 --seconds 8
  * @internal
  * @module
  */
@@ -126,8 +126,8 @@ async function recvDgram(listen: Peer): Promise<Result> {
   return { datagrams, bytes, seconds: last - first }
 }
 
-async function recvSuperpacket(listen: Peer): Promise<Result> {
-  const sock = await UdpSocket.bind({ address: listen.address, port: listen.port })
+async function recvSuperpacket(listen: Peer, reuseBuffers: boolean): Promise<Result> {
+  const sock = await UdpSocket.bind({ address: listen.address, port: listen.port, reuseBuffers })
   let first = 0
   let last = 0
   const loop = (async () => {
@@ -162,7 +162,7 @@ if (positionals[0] === 'send') {
   result = o.mode === 'dgram' ? await sendDgram(to) : await sendSuperpacket(to, o.mode!)
 } else if (positionals[0] === 'recv') {
   const listen = hostPort(o.listen!)
-  result = o.mode === 'dgram' ? await recvDgram(listen) : await recvSuperpacket(listen)
+  result = o.mode === 'dgram' ? await recvDgram(listen) : await recvSuperpacket(listen, o.mode === 'sp-gro-reuse')
 } else {
   console.error('usage: udp-peer.js send|recv --mode ...')
   process.exit(64)

@@ -8,7 +8,7 @@ use napi_derive::napi;
 use superpacket_core::framer::{Control, DropCounters, Framer};
 use superpacket_core::{split, VNET_HDR_LEN};
 use superpacket_io::datapath::{open_batch, SourceFilter};
-use superpacket_io::udp::UdpSocket;
+use superpacket_io::udp::{words, UdpSocket};
 use superpacket_io::tun::{OffloadMode, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
 use tokio::sync::Mutex;
 
@@ -17,7 +17,7 @@ use crate::error::{check_room, invalid_argument, io_error};
 use crate::framer::{send_control, NativeFramer};
 use crate::owned::Copied;
 use crate::tunnel::drop_reasons;
-use crate::udp::{socket_addr, NativePeer, NativeUdp};
+use crate::udp::{NativePeer, NativeUdp};
 use napi::Result;
 
 /// Room for one frame read.
@@ -414,50 +414,29 @@ impl NativePacketWriter {
         })
     }
 
-    /// Opens the datagrams of `data` (back to back, `lengths` each; the first `counts[0]` from
-    /// `addresses[0]:ports[0]` and so on) in place and writes their packets.
-    #[napi]
+    /// Opens the datagrams of a receive (`data` as received, `messages` the per-message part of its
+    /// metadata, as `UdpSocket.tryRecvInto` wrote it) and writes their packets.
     ///
     /// The arguments are copied at the call (the datagrams are opened in that copy), so the caller's
     /// buffer is free again as soon as this returns its promise. An abort takes effect only before the
     /// batch is opened (nothing of it is then written).
+    #[napi]
     pub async fn write(
         &self,
         #[napi(ts_arg_type = "Uint8Array")] mut data: Copied<u8>,
-        #[napi(ts_arg_type = "Uint32Array")] lengths: Copied<u32>,
-        #[napi(ts_arg_type = "Uint32Array")] counts: Copied<u32>,
-        addresses: Vec<String>,
-        #[napi(ts_arg_type = "Uint32Array")] ports: Copied<u32>,
+        #[napi(ts_arg_type = "Uint32Array")] messages: Copied<u32>,
         #[napi(ts_arg_type = "NativeAbort | undefined | null")] abort: Option<AbortFlag>,
     ) -> Result<PacketWriteReport> {
         AbortFlag::check(&abort, 0)?;
-        let total: usize = lengths.iter().map(|&l| l as usize).sum();
-        if total > data.len() {
-            return Err(invalid_argument("datagram lengths exceed the buffer"));
-        }
-        if counts.len() != addresses.len() || ports.len() != addresses.len() {
-            return Err(invalid_argument("counts, addresses and ports must have one entry per message"));
-        }
-        if counts.iter().map(|&c| c as usize).sum::<usize>() != lengths.len() {
-            return Err(invalid_argument("the message counts must add up to the number of datagrams"));
-        }
-        let mut sources = Vec::with_capacity(lengths.len());
-        for ((a, &p), &n) in addresses.iter().zip(ports.iter()).zip(counts.iter()) {
-            let from = socket_addr(a, p)?;
-            sources.extend(std::iter::repeat_n(from, n as usize));
-        }
+        let msgs = words::messages(&messages, data.len())
+            .ok_or_else(|| invalid_argument("the message metadata does not describe the buffer"))?;
+        let total: usize = msgs.iter().map(|m| m.len).sum();
         let mut guard = self.state.lock().await;
         let st = &mut *guard;
         if st.open.len() < total {
             st.open.resize(total, 0);
         }
-        let mut rest: &mut [u8] = &mut data.0;
-        let mut datagrams = Vec::with_capacity(lengths.len());
-        for (&len, &from) in lengths.iter().zip(&sources) {
-            let (d, tail) = std::mem::take(&mut rest).split_at_mut(len as usize);
-            datagrams.push((from, d));
-            rest = tail;
-        }
+        let datagrams = words::datagrams(&mut data.0, &msgs);
         let mut packets = Vec::with_capacity(datagrams.len());
         let opened = open_batch(
             &*self.framer,

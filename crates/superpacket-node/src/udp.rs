@@ -3,12 +3,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{BigInt, Buffer, Uint32Array, Uint8ArraySlice};
+use napi::bindgen_prelude::{BigInt, Buffer, Uint32ArraySlice, Uint8ArraySlice};
 use napi_derive::napi;
 use superpacket_core::framer::{Control, Framer, Sealed};
 use superpacket_io::datapath::Outbound;
 use superpacket_io::udp::{
-    RecvBatch, UdpOptions, UdpSocket, UdpStats, MAX_BATCH, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, MAX_SEGMENTS,
+    RecvMeta, UdpOptions, UdpSocket, UdpStats, MAX_BATCH, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, MAX_SEGMENTS,
     RECV_BUFFER_SIZE,
 };
 use tokio::sync::Mutex;
@@ -17,12 +17,23 @@ use crate::abort::AbortFlag;
 use crate::error::{check_room, invalid_argument, io_error};
 use crate::framer::{send_control, NativeFramer, NativeFramerCounters};
 use crate::owned::Copied;
+use superpacket_io::udp::words::{self, lay_out, Sources};
+
+/// Messages per receive.
+const RECV_MESSAGES: usize = words::MESSAGES;
+/// Bytes a receive buffer needs to take `RECV_MESSAGES` messages (one 64 KiB slot each).
+const RECV_ROOM: usize = RECV_MESSAGES * RECV_BUFFER_SIZE;
+/// Words of a receive's metadata array (the layout is `superpacket_io::udp::words`).
+#[napi]
+pub const RECV_META_LENGTH: u32 = words::LENGTH as u32;
+/// Words at the start of the metadata array.
+#[napi]
+pub const RECV_META_HEADER: u32 = words::HEADER as u32;
+/// Words per message of the metadata array.
+#[napi]
+pub const RECV_META_PER_MESSAGE: u32 = words::PER_MESSAGE as u32;
 use napi::Result;
 
-/// Messages per receive call.
-const RECV_MESSAGES: usize = 32;
-/// The most bytes one receive returns: a buffer for `recvInto` needs this much.
-const RECV_ROOM: usize = RECV_MESSAGES * RECV_BUFFER_SIZE;
 
 /// Parses an address and port from JS.
 pub fn socket_addr(address: &str, port: u32) -> Result<SocketAddr> {
@@ -53,23 +64,6 @@ pub struct UdpInfo {
     pub max_segments: u32,
     /// Bytes a buffer for `recvInto` needs.
     pub recv_room: u32,
-}
-
-/// One received message.
-#[napi(object)]
-pub struct ReceivedMessage {
-    pub address: String,
-    pub port: u32,
-    pub count: u32,
-    pub segment_size: u32,
-}
-
-/// Datagrams back to back with their lengths and the messages they came in.
-#[napi(object)]
-pub struct RecvResult {
-    pub data: Buffer,
-    pub lengths: Uint32Array,
-    pub messages: Vec<ReceivedMessage>,
 }
 
 /// UDP counters.
@@ -105,67 +99,28 @@ pub fn udp_stats(s: UdpStats) -> JsUdpStats {
     }
 }
 
-/// Datagram lengths and messages of a receive whose datagrams went into a caller's buffer.
-#[napi(object)]
-pub struct RecvInto {
-    pub lengths: Uint32Array,
-    pub messages: Vec<ReceivedMessage>,
-}
-
-/// The datagram lengths and messages of a receive.
-fn describe(batch: &RecvBatch) -> RecvInto {
-    let mut lengths = Vec::new();
-    let mut messages = Vec::with_capacity(batch.len());
-    for (meta, msg) in batch.iter() {
-        let stride = if meta.stride == 0 { msg.len().max(1) } else { meta.stride };
-        let before = lengths.len();
-        lengths.extend(msg.chunks(stride).map(|c| c.len() as u32));
-        if msg.is_empty() {
-            lengths.push(0);
-        }
-        messages.push(ReceivedMessage {
-            address: meta.addr.ip().to_string(),
-            port: u32::from(meta.addr.port()),
-            count: (lengths.len() - before) as u32,
-            segment_size: stride as u32,
-        });
-    }
-    RecvInto { lengths: Uint32Array::new(lengths), messages }
-}
-
-/// Copies the datagrams of a receive back to back into `out`, which must hold them all.
-fn collect_into(batch: &RecvBatch, out: &mut [u8]) -> Result<RecvInto> {
-    let mut at = 0;
-    for (_, msg) in batch.iter() {
-        let dst = out.get_mut(at..at + msg.len()).ok_or_else(|| invalid_argument("receive buffer too small"))?;
-        dst.copy_from_slice(msg);
-        at += msg.len();
-    }
-    Ok(describe(batch))
-}
-
-/// Copies the datagrams of a receive into one buffer sized to them (the receive buffers are reused).
-fn collect(batch: &RecvBatch) -> RecvResult {
-    let total: usize = batch.metas().iter().map(|m| m.len).sum();
-    let mut data = Vec::with_capacity(total);
-    for (_, msg) in batch.iter() {
-        data.extend_from_slice(msg);
-    }
-    let r = describe(batch);
-    RecvResult { data: data.into(), lengths: r.lengths, messages: r.messages }
-}
-
-/// The socket's receive batch, and whether `recvStaged` left it full for the next receive to take.
+/// The receive side's state: where `recvmmsg` describes the messages, and the sources' numbers.
 struct RecvState {
-    batch: RecvBatch,
-    staged: bool,
+    metas: Vec<RecvMeta>,
+    sources: Sources,
+}
+
+/// Sources numbered since the last `takeSources`.
+#[napi(object, object_from_js = false)]
+pub struct SourceUpdate {
+    /// The numbering started over: numbers handed out before are void.
+    pub reset: bool,
+    /// The number of `peers[0]`.
+    pub first: u32,
+    pub peers: Vec<NativePeer>,
 }
 
 /// A UDP socket with GSO/GRO.
 #[napi]
 pub struct NativeUdp {
     sock: Arc<UdpSocket>,
-    recv: Mutex<RecvState>,
+    /// Taken only by receives, which run on the JS thread: never contended.
+    recv: std::sync::Mutex<RecvState>,
 }
 
 impl NativeUdp {
@@ -192,8 +147,9 @@ impl NativeUdp {
         opts.gso = options.gso.unwrap_or(true);
         opts.gro = options.gro.unwrap_or(true);
         let sock = UdpSocket::bind(&opts).map_err(io_error)?;
-        let recv = RecvState { batch: RecvBatch::new(RECV_MESSAGES), staged: false };
-        Ok(NativeUdp { sock: Arc::new(sock), recv: Mutex::new(recv) })
+        let empty = RecvMeta { addr: SocketAddr::from(([0, 0, 0, 0], 0)), len: 0, stride: 0 };
+        let recv = RecvState { metas: vec![empty; RECV_MESSAGES], sources: Sources::default() };
+        Ok(NativeUdp { sock: Arc::new(sock), recv: std::sync::Mutex::new(recv) })
     }
 
     /// Bound address and capabilities.
@@ -211,54 +167,42 @@ impl NativeUdp {
         }
     }
 
-    /// Receives at least one datagram; copies the batch into one buffer.
+    /// Receives what is queued into `buf` on the JS thread, without waiting and without a copy: up to
+    /// one message per 64 KiB of `buf` (32 at most; `recvRoom` bytes hold 32), described in `meta`
+    /// (`RECV_META_LENGTH` words, laid out as `superpacket_io::udp::words` says). Returns the number of messages, 0 when nothing is
+    /// queued (then `waitReadable`).
     #[napi]
-    pub async fn recv(&self) -> Result<RecvResult> {
-        let mut st = self.recv.lock().await;
-        if !std::mem::take(&mut st.staged) {
-            self.sock.recv_batch(&mut st.batch).await.map_err(io_error)?;
-        }
-        Ok(collect(&st.batch))
-    }
-
-    /// Like `recv` without waiting, on the JS thread: `null` when nothing is queued (then `recv`).
-    #[napi]
-    pub fn try_recv(&self) -> Result<Option<RecvResult>> {
-        let Ok(mut st) = self.recv.try_lock() else { return Ok(None) };
-        if !std::mem::take(&mut st.staged) && self.sock.try_recv_batch(&mut st.batch).map_err(io_error)? == 0 {
-            return Ok(None);
-        }
-        Ok(Some(collect(&st.batch)))
-    }
-
-    /// Waits for datagrams and keeps them in the socket's own batch for the next `tryRecvInto` (or
-    /// receive) to take. An asynchronous receive never holds a JS buffer: the runtime thread would write
-    /// into memory that JS may reuse or detach meanwhile.
-    #[napi]
-    pub async fn recv_staged(&self) -> Result<()> {
-        let mut st = self.recv.lock().await;
-        if !st.staged {
-            self.sock.recv_batch(&mut st.batch).await.map_err(io_error)?;
-            st.staged = true;
-        }
-        Ok(())
-    }
-
-    /// Receives into `buf` on the JS thread without waiting (`recvRoom` bytes at least; no allocation):
-    /// what `recvStaged` kept, or what is queued now, back to back at its start. `null` when nothing is
-    /// queued (then `recvStaged`).
-    #[napi]
-    pub fn try_recv_into(&self, mut buf: Uint8ArraySlice) -> Result<Option<RecvInto>> {
+    pub fn try_recv_into(&self, mut buf: Uint8ArraySlice, mut meta: Uint32ArraySlice) -> Result<u32> {
         // SAFETY: a synchronous call on the JS thread, which cannot run JS (and so cannot read, write or
-        // detach the buffer) until it returns; nothing of the buffer is kept.
-        let buf: &mut [u8] = unsafe { buf.as_mut() };
-        check_room(buf, RECV_ROOM, "a receive buffer (the most one receive returns)")?;
-        // A `recvStaged` in flight owns the batch; the caller then waits for that one.
-        let Ok(mut st) = self.recv.try_lock() else { return Ok(None) };
-        if !std::mem::take(&mut st.staged) && self.sock.try_recv_batch(&mut st.batch).map_err(io_error)? == 0 {
-            return Ok(None);
+        // detach the arrays) until it returns; nothing of them is kept.
+        let (buf, meta): (&mut [u8], &mut [u32]) = unsafe { (buf.as_mut(), meta.as_mut()) };
+        check_room(buf, RECV_BUFFER_SIZE, "a receive buffer (one 64 KiB message at least)")?;
+        if meta.len() < RECV_META_LENGTH as usize {
+            return Err(invalid_argument(format!("the receive metadata needs {RECV_META_LENGTH} words")));
         }
-        collect_into(&st.batch, buf).map(Some)
+        let mut guard = self.recv.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = &mut *guard;
+        let n = self.sock.try_recv_into(buf, &mut st.metas).map_err(io_error)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        lay_out(buf, &st.metas[..n], &mut st.sources, meta);
+        Ok(n as u32)
+    }
+
+    /// Waits until a datagram is queued (without taking it): `tryRecvInto` then finds it. Nothing of JS
+    /// is held while it waits.
+    #[napi]
+    pub async fn wait_readable(&self) -> Result<()> {
+        self.sock.wait_readable().await.map_err(io_error)
+    }
+
+    /// The sources `tryRecvInto` numbered since the last call (its metadata says when there are some).
+    #[napi]
+    pub fn take_sources(&self) -> SourceUpdate {
+        let mut st = self.recv.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = st.sources.take();
+        SourceUpdate { reset: new.reset, first: new.first, peers: new.addrs.into_iter().map(|addr| NativePeer { addr }).collect() }
     }
 
     /// A destination checked and parsed once, for the send calls that take one.

@@ -64,9 +64,8 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
 }
 
 /// Receives one datagram with `recv_from` into the batch's first buffer; returns 1.
-pub(super) fn recv_messages(socket: &Socket, batch: &mut RecvBatch) -> io::Result<usize> {
-    let (Some(slot), Some(meta)) = (batch.bufs.chunks_exact_mut(RECV_BUFFER_SIZE).next(), batch.metas.first_mut())
-    else {
+pub(super) fn recv_messages(socket: &Socket, bufs: &mut [u8], metas: &mut [RecvMeta]) -> io::Result<usize> {
+    let (Some(slot), Some(meta)) = (bufs.chunks_exact_mut(RECV_BUFFER_SIZE).next(), metas.first_mut()) else {
         return Ok(0);
     };
     // SAFETY: an initialized byte slice is a valid [MaybeUninit<u8>] of the same length, and recv_from
@@ -99,7 +98,7 @@ mod tests {
         assert_eq!(send_messages(&tx, payloads[1..].iter().map(|p| (&to, *p))).expect("send"), 1);
         let mut batch = RecvBatch::new(4);
         for want in payloads {
-            assert_eq!(recv_messages(&rx, &mut batch).expect("recv"), 1);
+            assert_eq!(recv_messages(&rx, &mut batch.bufs, &mut batch.metas).expect("recv"), 1);
             let meta = batch.metas[0];
             assert_eq!(&batch.bufs[..meta.len], want);
             assert_eq!(meta.stride, meta.len);

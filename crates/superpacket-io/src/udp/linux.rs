@@ -3,7 +3,7 @@
 
 use std::borrow::Borrow;
 use std::io;
-use std::mem;
+use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
@@ -12,7 +12,7 @@ use libc::{c_int, c_uint, c_void, socklen_t};
 use socket2::{SockAddr, Socket};
 use superpacket_core::packet;
 
-use super::{sender, GsoRefusal, RecvBatch, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
+use super::{sender, GsoRefusal, RecvMeta, MAX_BATCH, RECV_BUFFER_SIZE};
 use crate::error::IoError;
 use crate::fault::{self, Syscall};
 
@@ -218,44 +218,50 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
-/// Receives up to `batch.capacity()` messages with one `recvmmsg` into the batch's buffers and metadata;
-/// returns how many.
-pub(super) fn recv_messages(socket: &Socket, batch: &mut RecvBatch) -> io::Result<usize> {
+/// Receives up to `metas.len()` messages with one `recvmmsg`, message `i` into the `i`th
+/// [`RECV_BUFFER_SIZE`]-byte slot of `bufs` (as many messages as there are whole slots, [`MAX_BATCH`] at
+/// most), and describes them in `metas`; returns how many.
+pub(super) fn recv_messages(socket: &Socket, bufs: &mut [u8], metas: &mut [RecvMeta]) -> io::Result<usize> {
     if let Some(e) = fault::take(Syscall::RecvMmsg) {
         return Err(e);
     }
-    let count = batch.metas.len().min(MAX_BATCH);
-    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
-    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { mem::zeroed() };
-    // SAFETY: iovec is plain data; all-zero is valid.
-    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
-    // SAFETY: mmsghdr is plain data; all-zero is valid.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let mut controls = [ControlBuf([0; RECV_CONTROL_SIZE]); MAX_BATCH];
-    for (iov, slot) in iovs.iter_mut().zip(batch.bufs.chunks_exact_mut(RECV_BUFFER_SIZE)).take(count) {
-        *iov = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() };
+    let count = metas.len().min(MAX_BATCH).min(bufs.len() / RECV_BUFFER_SIZE);
+    if count == 0 {
+        return Ok(0);
     }
-    let (names_ptr, iovs_ptr, controls_ptr) = (names.as_mut_ptr(), iovs.as_mut_ptr(), controls.as_mut_ptr());
-    for (i, hdr) in hdrs.iter_mut().take(count).enumerate() {
-        hdr.msg_hdr.msg_name = names_ptr.wrapping_add(i).cast::<c_void>();
+    // Only the first `count` entries are initialized (no 13 KiB of zeroing per call); the kernel writes
+    // the names and control messages.
+    let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<ControlBuf>::uninit() }; MAX_BATCH];
+    for (i, slot) in bufs.chunks_exact_mut(RECV_BUFFER_SIZE).take(count).enumerate() {
+        let iov = iovs[i].write(libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() });
+        // SAFETY: mmsghdr is plain data; all-zero is valid (the padding and flags the kernel expects zero).
+        let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        hdr.msg_hdr.msg_name = names[i].as_mut_ptr().cast::<c_void>();
         hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-        hdr.msg_hdr.msg_iov = iovs_ptr.wrapping_add(i);
+        hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
-        hdr.msg_hdr.msg_control = controls_ptr.wrapping_add(i).cast::<c_void>();
+        hdr.msg_hdr.msg_control = controls[i].as_mut_ptr().cast::<c_void>();
         hdr.msg_hdr.msg_controllen = RECV_CONTROL_SIZE as _;
+        hdrs[i].write(hdr);
     }
-    // SAFETY: the first `count` headers point to distinct, writable names, control buffers and 64 KiB
-    // slots of `batch.bufs`, all alive and not otherwise borrowed across the call.
-    let rc = unsafe { libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), count as c_uint, 0, ptr::null_mut()) };
+    // SAFETY: the first `count` headers are initialized and point to distinct, writable names, control
+    // buffers and 64 KiB slots of `bufs`, all alive and not otherwise borrowed across the call.
+    let rc = unsafe { libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), count as c_uint, 0, ptr::null_mut()) };
     // Negative means failure, with errno set.
     let received = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?.min(count);
-    for (i, (hdr, meta)) in hdrs.iter().zip(batch.metas.iter_mut()).take(received).enumerate() {
+    for i in 0..received {
+        // SAFETY: headers below `count` were initialized above; the kernel filled the first `received`.
+        let hdr = unsafe { hdrs[i].assume_init_ref() };
         let len = (hdr.msg_len as usize).min(RECV_BUFFER_SIZE);
         let stride = match gro_segment_size(&hdr.msg_hdr) {
             Some(size) if size > 0 && size < len => size,
             _ => len,
         };
-        *meta = RecvMeta { addr: sender(socket_addr(&names[i], hdr.msg_hdr.msg_namelen)), len, stride };
+        let addr = socket_addr(names[i].as_ptr(), hdr.msg_hdr.msg_namelen);
+        metas[i] = RecvMeta { addr: sender(addr), len, stride };
     }
     Ok(received)
 }
@@ -281,19 +287,27 @@ fn gro_segment_size(msg: &libc::msghdr) -> Option<usize> {
     None
 }
 
-/// Reads an IPv4 or IPv6 socket address the kernel wrote; None for other families or short lengths.
-fn socket_addr(storage: &libc::sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+/// Reads an IPv4 or IPv6 socket address the kernel wrote (`len` bytes of it); None for other families or
+/// short lengths.
+fn socket_addr(storage: *const libc::sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
-    match c_int::from(storage.ss_family) {
+    if len < mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: the kernel wrote at least the family (checked just above); read through a raw pointer, as
+    // the rest of the storage may be uninitialized.
+    let family = unsafe { ptr::addr_of!((*storage).ss_family).read() };
+    match c_int::from(family) {
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller and less aligned.
-            let sin = unsafe { &*ptr::addr_of!(*storage).cast::<libc::sockaddr_in>() };
+            // SAFETY: the family says the kernel wrote a whole sockaddr_in (`len` covers it), which is
+            // smaller and less aligned than the storage.
+            let sin = unsafe { storage.cast::<libc::sockaddr_in>().read() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in6, which is smaller and less aligned.
-            let sin6 = unsafe { &*ptr::addr_of!(*storage).cast::<libc::sockaddr_in6>() };
+            // SAFETY: as above, for a whole sockaddr_in6.
+            let sin6 = unsafe { storage.cast::<libc::sockaddr_in6>().read() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
             Some(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)))

@@ -26,6 +26,7 @@ mod fallback;
 #[cfg(target_os = "linux")]
 mod linux;
 mod registered;
+pub mod words;
 
 use registered::Registered;
 
@@ -525,7 +526,7 @@ impl UdpSocket {
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
         let fd = self.fd()?;
         batch.clear();
-        let op = fd.io(Interest::READABLE, |socket| sys::recv_messages(socket, batch));
+        let op = fd.io(Interest::READABLE, |socket| sys::recv_messages(socket, &mut batch.bufs, &mut batch.metas));
         let n = self.until_closed(sys::RECV_SYSCALL, op).await?;
         Ok(self.received(batch, n))
     }
@@ -535,11 +536,44 @@ impl UdpSocket {
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, IoError> {
         let fd = self.fd()?;
         batch.clear();
-        match fd.with(|s| sys::recv_messages(s, batch)) {
+        match fd.with(|s| sys::recv_messages(s, &mut batch.bufs, &mut batch.metas)) {
             Ok(n) => Ok(self.received(batch, n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(IoError::from_os(sys::RECV_SYSCALL, &e)),
         }
+    }
+
+    /// Receives what is queued, without waiting, straight into `bufs`: message `i` lands at the start of
+    /// the `i`th [`RECV_BUFFER_SIZE`]-byte slot of `bufs` and is described by `metas[i]`. As many messages
+    /// as there are whole slots and entries of `metas` ([`MAX_BATCH`] at most); 0 when nothing is queued
+    /// (or `bufs` has no whole slot).
+    pub fn try_recv_into(&self, bufs: &mut [u8], metas: &mut [RecvMeta]) -> Result<usize, IoError> {
+        let fd = self.fd()?;
+        match fd.with(|s| sys::recv_messages(s, bufs, metas)) {
+            Ok(n) => {
+                self.counters.received(&metas[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(IoError::from_os(sys::RECV_SYSCALL, &e)),
+        }
+    }
+
+    /// Waits until a datagram is queued, without taking it (a one-byte `MSG_PEEK`): the receive that
+    /// follows, with [`try_recv_into`](Self::try_recv_into), finds it.
+    pub async fn wait_readable(&self) -> Result<(), IoError> {
+        let fd = self.fd()?;
+        let op = fd.io(Interest::READABLE, |socket| {
+            let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            match socket.peek(&mut byte) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+                // Anything else (a truncated datagram on Windows, a queued socket error): the receive
+                // that follows reports it.
+                Err(_) => Ok(()),
+            }
+        });
+        self.until_closed(sys::RECV_SYSCALL, op).await
     }
 
     /// Closes the socket: pending and later operations end with [`ErrorKind::Closed`]. The descriptor is
