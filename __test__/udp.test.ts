@@ -9,6 +9,19 @@ import { bindClosedAfterEach, plainReceiver } from './helpers/udp.js'
 
 const bind = bindClosedAfterEach()
 
+/** Receives until `want` datagrams arrived (5 s at most). */
+async function receiveUntil(rx: UdpSocket, want: number): Promise<DatagramBatch[]> {
+  const batches: DatagramBatch[] = []
+  let n = 0
+  const deadline = Date.now() + 5000
+  while (n < want && Date.now() < deadline) {
+    const b = await rx.receive({ signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) })
+    batches.push(b)
+    n += b.count
+  }
+  return batches
+}
+
 describe('UdpSocket on loopback', () => {
   it('sends 64 segments with GSO that arrive as 64 datagrams at a plain node:dgram socket', async () => {
     const s = await bind()
@@ -288,6 +301,25 @@ describe('UdpSocket sends from the JS thread, peer handles and one-buffer batche
     expect((await r4.got).map(String)).toEqual(['mapped', 'xx', 'yy', 'z'])
   })
 
+  it('sendBatch(messages): runs to one peer go as trains, changing peers with sendmmsg, every datagram intact and in order', async () => {
+    const [a, b, c] = [await bind(), await bind(), await bind()]
+    const tx = await bind()
+    const plan: [UdpSocket, number][] = [[a, 900], [a, 900], [a, 900], [b, 50], [a, 70], [c, 300], [c, 301], [a, 900], [b, 51]]
+    const messages = plan.map(([to, len], i) => ({ address: '127.0.0.1', port: to.address.port, data: numbered(i, len) }))
+    await tx.sendBatch(messages)
+    for (const sock of [a, b, c]) {
+      const want = messages.filter((m) => m.port === sock.address.port).map((m) => m.data)
+      const got: Buffer[] = []
+      for (const batch of await receiveUntil(sock, want.length)) for (const d of batch) got.push(Buffer.from(d.data))
+      expect(got).toEqual(want)
+    }
+    const s = tx.stats()
+    expect(s.txDatagrams).toBe(plan.length)
+    // The first three (equal lengths to a) went as one GSO train.
+    expect(s.txGsoSends).toBeGreaterThanOrEqual(1)
+    expect(s.txSyscalls).toBeLessThan(plan.length)
+  })
+
   it('rejects bad peers and lengths with ERR_SUPERPACKET_INVALID_ARGUMENT and sends nothing', async () => {
     const s = await bind()
     const invalid = { code: 'ERR_SUPERPACKET_INVALID_ARGUMENT' }
@@ -312,19 +344,6 @@ describe('UdpSocket sends from the JS thread, peer handles and one-buffer batche
 })
 
 describe('UdpSocket receives straight into JS memory, with offsets, lengths and source handles', () => {
-  /** Receives until `want` datagrams arrived (5 s at most). */
-  async function receiveAll(rx: UdpSocket, want: number): Promise<DatagramBatch[]> {
-    const batches: DatagramBatch[] = []
-    let n = 0
-    const deadline = Date.now() + 5000
-    while (n < want && Date.now() < deadline) {
-      const b = await rx.receive({ signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) })
-      batches.push(b)
-      n += b.count
-    }
-    return batches
-  }
-
   it.each([false, true])('reuseBuffers %s: GRO trains and single datagrams from three sources, each datagram at its offset, one handle per source', async (reuse) => {
     const rx = await bind({ reuseBuffers: reuse })
     const [a, b, c] = [await bind(), await bind(), await bind()]
@@ -333,7 +352,7 @@ describe('UdpSocket receives straight into JS memory, with offsets, lengths and 
     await b.send(rx.address, Buffer.from('small from b'))
     await c.send(rx.address, pattern(3000, 9))
     await a.send(rx.address, Buffer.from('again from a'))
-    const batches = await receiveAll(rx, 23)
+    const batches = await receiveUntil(rx, 23)
     const got: { data: Buffer; port: number; peer: UdpPeer }[] = []
     for (const batch of batches) {
       const views = batch.datagrams()
@@ -367,7 +386,7 @@ describe('UdpSocket receives straight into JS memory, with offsets, lengths and 
     const kept: DatagramBatch[] = []
     for (let i = 0; i < 40; i++) {
       await tx.send(rx.address, pattern(100 + i, i))
-      kept.push(...(await receiveAll(rx, 1)))
+      kept.push(...(await receiveUntil(rx, 1)))
     }
     const all = kept.flatMap((b) => b.datagrams())
     expect(all.length).toBe(40)
@@ -386,7 +405,7 @@ describe('UdpSocket receives straight into JS memory, with offsets, lengths and 
         // 100 at a time: well inside the receive buffer.
         const chunk = senders.slice(start, start + 100)
         for (const s of chunk) s.send(String(s.address().port), rx.address.port, '127.0.0.1')
-        for (const batch of await receiveAll(rx, chunk.length)) {
+        for (const batch of await receiveUntil(rx, chunk.length)) {
           for (const d of batch) {
             expect(Number(d.data.toString())).toBe(d.port)
             expect(d.peer.port).toBe(d.port)

@@ -3,7 +3,7 @@
  * @module
  */
 import { isIPv6 } from 'node:net'
-import { abortedError, invalidArgument, native, nativeAsync } from './errors.js'
+import { abortedError, invalidArgument, native, nativeAsync, SuperpacketAbortError } from './errors.js'
 import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
 import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type JsFramer, type NativeFramer, type NativeFramerHandle } from './framer.js'
 import { binding } from './native.js'
@@ -298,6 +298,8 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   readonly #sync = new SyncFirst()
   /** {@link Peer} objects already parsed with the address and port they had, so reusing one parses it once. */
   readonly #peers = new WeakMap<Peer, { address: string; port: number; parsed: UdpPeer }>()
+  /** Destinations of `sendBatch(messages)` by port and address (1,024 at most, then started over). */
+  readonly #byAddress = new Map<string, UdpPeer>()
   /** The last send that had to wait for room: later sends queue behind it, so datagrams keep their order. */
   #waiting: Promise<void> | undefined
   /** The bound address. */
@@ -535,12 +537,66 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
     }
   }
 
-  async #sendMessages(messages: readonly ({ data: Uint8Array } & Peer)[], signal: AbortSignal | undefined): Promise<void> {
-    messages.forEach(checkPeer)
+  /**
+   * The messages form of `sendBatch`: consecutive messages to one destination go as one run through the
+   * one-buffer form (equal lengths as GSO trains), a lone one with `send`; all from the JS thread while the
+   * socket has room, in order.
+   */
+  #sendMessages(messages: readonly ({ data: Uint8Array } & Peer)[], signal: AbortSignal | undefined): Promise<void> {
+    // Everything is checked before anything is sent: a bad message sends nothing.
+    const peers: UdpPeer[] = new Array(messages.length)
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!
+      checkPeer(m)
+      if (!(m.data instanceof Uint8Array)) throw invalidArgument('each message needs data as a Uint8Array')
+      const prev = messages[i - 1]
+      peers[i] = prev !== undefined && prev.port === m.port && prev.address === m.address ? peers[i - 1]! : this.#resolveAddress(m.address, m.port)
+    }
+    if (signal?.aborted) return Promise.reject(abortedError(signal, 0))
+    const parts: Promise<void>[] = []
     const n = this.native
-    const send = (abort: NativeAbort | undefined): Promise<void> =>
-      n.sendBatch(messages.map((m) => m.address), messages.map((m) => m.port), messages.map((m) => m.data), abort)
-    await (this.#waiting === undefined ? abortableWrite(signal, send) : this.#send(() => false, send, signal, () => 0))
+    for (let i = 0; i < messages.length; ) {
+      const start = i
+      let end = i + 1
+      let part: Promise<void>
+      if (peers[i + 1] === peers[i]) {
+        // A run to one destination: one buffer and its lengths (equal lengths go as GSO trains).
+        while (end < messages.length && peers[end] === peers[i]) end++
+        const datas = messages.slice(i, end).map((m) => m.data)
+        part = this.sendBatch(peers[i]!, Buffer.concat(datas), Uint32Array.from(datas, (d) => d.length), { signal })
+      } else {
+        // Datagrams to changing destinations: sendmmsg, up to 64 per system call.
+        while (end < messages.length && peers[end + 1] !== peers[end]) end++
+        const natives = peers.slice(i, end).map((p) => p.native)
+        const datas = messages.slice(i, end).map((m) => m.data)
+        let next = 0
+        part = this.#send(
+          () => (next = n.trySendMessages(natives, datas, 0)) === datas.length,
+          (abort) => {
+            const rest = peers.slice(start + next, end)
+            return n.sendBatch(rest.map((p) => p.address), rest.map((p) => p.port), datas.slice(next), abort)
+          },
+          signal,
+          () => next,
+        )
+      }
+      // An abort counts what earlier parts sent.
+      parts.push(part === DONE ? part : part.catch((err: unknown) => Promise.reject(err instanceof SuperpacketAbortError && signal ? abortedError(signal, start + (err.sent ?? 0)) : err)))
+      i = end
+    }
+    return parts.every((r) => r === DONE) ? DONE : Promise.all(parts).then(() => undefined)
+  }
+
+  /** A parsed destination for an address and port, remembered for the next messages to it. */
+  #resolveAddress(address: string, port: number): UdpPeer {
+    const key = `${port} ${address}`
+    let p = this.#byAddress.get(key)
+    if (p === undefined) {
+      if (this.#byAddress.size >= 1024) this.#byAddress.clear()
+      p = this.peer(address, port)
+      this.#byAddress.set(key, p)
+    }
+    return p
   }
 
   /**
