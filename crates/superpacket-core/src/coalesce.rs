@@ -563,7 +563,8 @@ fn l4_checksum_ok(pkt: &[u8], ip: &IpHeaders, l4: &[u8]) -> bool {
 /// A flow: both addresses, both ports, the L4 protocol and the IP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
-    addrs: [u8; 32],
+    /// Source and destination address, IPv4 in the low 32 bits.
+    addrs: [u128; 2],
     ports: [u8; 4],
     proto: u8,
     version: IpVersion,
@@ -571,13 +572,20 @@ struct FlowKey {
 
 impl FlowKey {
     fn new(pkt: &[u8], ip: &IpHeaders, l4: &[u8]) -> Option<Self> {
-        let mut addrs = [0u8; 32];
-        let (src, dst) = match ip.version {
-            IpVersion::V4 => (pkt.get(12..16)?, pkt.get(16..20)?),
-            IpVersion::V6 => (pkt.get(8..24)?, pkt.get(24..40)?),
+        // Built in registers and stored whole: byte-wise stores into an array here, read back at once
+        // with wide loads by the comparison, stalled every packet (no store-to-load forwarding).
+        let addrs = match ip.version {
+            IpVersion::V4 => {
+                let both: [u8; 8] = pkt.get(12..20)?.try_into().ok()?;
+                let word = u64::from_ne_bytes(both);
+                [u128::from(word as u32), u128::from((word >> 32) as u32)]
+            }
+            IpVersion::V6 => {
+                let src: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
+                let dst: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+                [u128::from_ne_bytes(src), u128::from_ne_bytes(dst)]
+            }
         };
-        addrs.get_mut(..src.len())?.copy_from_slice(src);
-        addrs.get_mut(16..16 + dst.len())?.copy_from_slice(dst);
         let ports = l4.get(..4)?.try_into().ok()?;
         Some(FlowKey { addrs, ports, proto: ip.proto, version: ip.version })
     }
@@ -586,10 +594,10 @@ impl FlowKey {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut h = u64::from(self.proto) | (u64::from(self.version == IpVersion::V6) << 8);
         h = (h.rotate_left(5) ^ u64::from(u32::from_ne_bytes(self.ports))).wrapping_mul(K);
-        for w in self.addrs.chunks_exact(8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(w);
-            h = (h.rotate_left(5) ^ u64::from_ne_bytes(word)).wrapping_mul(K);
+        for a in self.addrs {
+            for word in [a as u64, (a >> 64) as u64] {
+                h = (h.rotate_left(5) ^ word).wrapping_mul(K);
+            }
         }
         (h ^ (h >> 29)) as usize
     }
