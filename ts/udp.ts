@@ -221,19 +221,9 @@ export class DatagramBatch {
 
   /** Views of every datagram (no copies). */
   datagrams(): Buffer[] {
+    const { offsets, lengths } = this
     const out: Buffer[] = new Array(this.count)
-    const w = this.words
-    let d = 0
-    for (let at = 0; at < w.length; at += PER_MESSAGE) {
-      const offset = w[at]!
-      const length = w[at + 1]!
-      const stride = w[at + 2]!
-      const n = datagramCount(length, stride)
-      for (let k = 0; k < n; k++) {
-        const start = offset + k * stride
-        out[d++] = this.buffer.subarray(start, start + Math.min(stride, length - k * stride))
-      }
-    }
+    for (let d = 0; d < out.length; d++) out[d] = this.buffer.subarray(offsets[d]!, offsets[d]! + lengths[d]!)
     return out
   }
 
