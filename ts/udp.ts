@@ -79,7 +79,7 @@ export interface UdpSocketOptions {
   /**
    * Receive into one buffer that every receive reuses (default false): no allocation per receive and
    * flat memory under load. Either way the kernel writes the datagrams straight into JS memory (no copy
-   * in between). Without it each batch owns its bytes, cut from 4 MiB blocks that later batches share:
+   * in between). Without it each batch owns its bytes, cut from 1 MiB blocks that later batches share:
    * a batch kept alive keeps its block alive, so copy (`Buffer.from`) the datagrams you keep for long. The price: a {@link DatagramBatch} is valid only until the next receive
    * starts, so with `for await` until the loop asks for the next batch. Copy what you keep. Misuse is
    * caught, never undefined behaviour: a receive while another runs, or while a write still needs the
@@ -261,9 +261,9 @@ export interface SegmentWriterOptions {
 }
 
 /** Bytes of the blocks receives without `reuseBuffers` cut their batches from. */
-const BLOCK_SIZE = 4 << 20
-/** A block with less room left than this is replaced (8 messages of 64 KiB). */
-const BLOCK_LEFT_MIN = 8 << 16
+const BLOCK_SIZE = 1 << 20
+/** A block with less room left than this is replaced (4 messages of 64 KiB). */
+const BLOCK_LEFT_MIN = 4 << 16
 
 /** What a send that went out at once returns. */
 const DONE: Promise<void> = Promise.resolve()
