@@ -36,6 +36,8 @@ export class UdpPeer implements Peer {
   readonly native: NativePeer
   /** @internal the socket that checked it */
   readonly owner: NativeUdp
+  /** @internal the address as the send calls take it */
+  readonly words: Uint32Array
 
   /** @internal */
   constructor(owner: NativeUdp, peer: NativePeer) {
@@ -43,6 +45,7 @@ export class UdpPeer implements Peer {
     this.native = peer
     this.address = peer.address
     this.port = peer.port
+    this.words = peer.words
   }
 }
 
@@ -449,7 +452,7 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
       const p = this.#resolve(peer)
       const n = this.native
       return this.#send(
-        () => n.trySendTo(p.native, data),
+        () => n.trySendTo(p.words, data),
         () => n.sendTo(p.address, p.port, data),
         options.signal,
         () => 0,
@@ -472,7 +475,7 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
       const n = this.native
       let sent = 0
       return this.#send(
-        () => (sent = n.trySendSegments(p.native, data, segmentSize)) === data.length,
+        () => (sent = n.trySendSegments(p.words, data, segmentSize)) === data.length,
         (abort) => n.sendSegments(p.address, p.port, data.subarray(sent), segmentSize, abort),
         options.signal,
         () => sent / segmentSize,
@@ -517,7 +520,7 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
       const n = this.native
       let next = 0
       return this.#send(
-        () => (next = n.trySendLengths(p.native, buffer, lens, 0)) === lens.length,
+        () => (next = n.trySendLengths(p.words, buffer, lens, 0)) === lens.length,
         () => n.sendLengths(p.address, p.port, buffer, lens, next),
         options.signal,
         () => next,

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{BigInt, Buffer, ClassInstance, Uint32ArraySlice, Uint8ArraySlice};
+use napi::bindgen_prelude::{BigInt, Buffer, ClassInstance, Uint32Array, Uint32ArraySlice, Uint8ArraySlice};
 use napi_derive::napi;
 use superpacket_core::framer::{Control, Framer, Sealed};
 use superpacket_io::datapath::Outbound;
@@ -222,8 +222,8 @@ impl NativeUdp {
     /// Sends one datagram now, on the JS thread: false (nothing sent) when the socket is full (then
     /// `sendTo`).
     #[napi]
-    pub fn try_send_to(&self, peer: &NativePeer, data: &[u8]) -> Result<bool> {
-        self.sock.try_send_to(peer.addr, data).map_err(io_error)
+    pub fn try_send_to(&self, #[napi(ts_arg_type = "Uint32Array")] peer: &[u32], data: &[u8]) -> Result<bool> {
+        self.sock.try_send_to(peer_words(peer)?, data).map_err(io_error)
     }
 
     /// Sends one datagram, waiting for room.
@@ -243,11 +243,12 @@ impl NativeUdp {
     /// `sendmmsg`); returns the index of the first one not sent (`lengths.length` when all went out). The
     /// rest goes with `sendLengths`.
     #[napi]
-    pub fn try_send_lengths(&self, peer: &NativePeer, data: &[u8], lengths: &[u32], from: u32) -> Result<u32> {
-        let offset = check_lengths(peer.addr, data, lengths, from)?;
+    pub fn try_send_lengths(&self, #[napi(ts_arg_type = "Uint32Array")] peer: &[u32], data: &[u8], lengths: &[u32], from: u32) -> Result<u32> {
+        let dest = peer_words(peer)?;
+        let offset = check_lengths(dest, data, lengths, from)?;
         let data = data.get(offset..).unwrap_or_default();
         let lengths = lengths.get(from as usize..).unwrap_or_default();
-        let sent = self.sock.try_send_lengths(peer.addr, data, lengths).map_err(io_error)?;
+        let sent = self.sock.try_send_lengths(dest, data, lengths).map_err(io_error)?;
         Ok(from + sent as u32)
     }
 
@@ -268,8 +269,8 @@ impl NativeUdp {
     /// Sends what the socket takes now of `data` as `segment_size` datagrams, on the JS thread; returns
     /// the bytes sent (whole datagrams). The rest goes with `sendSegments`.
     #[napi]
-    pub fn try_send_segments(&self, peer: &NativePeer, data: &[u8], segment_size: u32) -> Result<u32> {
-        let sent = self.sock.try_send_segments(peer.addr, data, segment_size as usize).map_err(io_error)?;
+    pub fn try_send_segments(&self, #[napi(ts_arg_type = "Uint32Array")] peer: &[u32], data: &[u8], segment_size: u32) -> Result<u32> {
+        let sent = self.sock.try_send_segments(peer_words(peer)?, data, segment_size as usize).map_err(io_error)?;
         Ok(sent as u32)
     }
 
@@ -374,6 +375,18 @@ impl NativePeer {
     pub fn port(&self) -> u32 {
         u32::from(self.addr.port())
     }
+
+    /// The address as words (`superpacket_io::udp::words`): what the send calls take, so that a send
+    /// unwraps no object.
+    #[napi(getter)]
+    pub fn words(&self) -> Uint32Array {
+        Uint32Array::new(words::address_words(self.addr).to_vec())
+    }
+}
+
+/// A destination from a peer's words (`NativePeer.words`).
+fn peer_words(w: &[u32]) -> Result<SocketAddr> {
+    words::decode_addr(w).ok_or_else(|| invalid_argument("not a peer's words"))
 }
 
 /// The datagrams from index `from` on of `data` cut by `lengths`, all to `dest` (see [`check_lengths`]).

@@ -17,8 +17,8 @@ pub const HEADER: usize = 4;
 pub const PER_MESSAGE: usize = 12;
 /// Words of a whole description.
 pub const LENGTH: usize = HEADER + PER_MESSAGE * MESSAGES;
-/// Words of the address part of a message's metadata.
-const ADDRESS_WORDS: usize = 8;
+/// Words of an address (the address part of a message's metadata, and a peer as a caller holds it).
+pub const ADDRESS_WORDS: usize = 8;
 /// Messages shorter than this are moved down to follow the one before, so that small datagrams do not
 /// each use a 64 KiB slot of the buffer; longer ones stay where the kernel put them (no copy).
 const COMPACT_BELOW: usize = RECV_BUFFER_SIZE / 4;
@@ -95,6 +95,13 @@ impl Sources {
     }
 }
 
+/// `addr` as [`ADDRESS_WORDS`] words.
+pub fn address_words(addr: SocketAddr) -> [u32; ADDRESS_WORDS] {
+    let mut w = [0u32; ADDRESS_WORDS];
+    encode_addr(addr, &mut w);
+    w
+}
+
 /// Writes `addr` as [`ADDRESS_WORDS`] words.
 fn encode_addr(addr: SocketAddr, out: &mut [u32]) {
     let mut w = [0u32; ADDRESS_WORDS];
@@ -117,8 +124,8 @@ fn encode_addr(addr: SocketAddr, out: &mut [u32]) {
     out.copy_from_slice(&w);
 }
 
-/// Reads an address written by [`encode_addr`]; None for anything else.
-fn decode_addr(w: &[u32]) -> Option<SocketAddr> {
+/// Reads an address written by [`address_words`] (or into a message's metadata); None for anything else.
+pub fn decode_addr(w: &[u32]) -> Option<SocketAddr> {
     let &[family, port, a0, a1, a2, a3, flow, scope] = w else { return None };
     let port = u16::try_from(port).ok()?;
     match family {
