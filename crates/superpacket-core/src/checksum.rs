@@ -14,19 +14,22 @@ pub fn sum(data: &[u8], acc: u64) -> u64 {
     // Whole 64-byte blocks go through the vector loop (AVX2 where the CPU has it), the tail word by word.
     let whole = data.len() / superpacket_accel::BLOCK * superpacket_accel::BLOCK;
     let (blocks, mut rest) = data.split_at(whole);
-    let mut acc = if blocks.is_empty() { acc } else { acc_add(acc, superpacket_accel::sum_blocks(blocks)) };
+    let acc = if blocks.is_empty() { acc } else { acc_add(acc, superpacket_accel::sum_blocks(blocks)) };
+    // The tail is under 64 bytes: its at most 16 words add up in 64 bits without a carry to wrap, so they
+    // are summed plainly (no end-around carry chain per word) and added once.
+    let mut tail = 0u64;
     while rest.len() >= 4 {
-        acc = acc_add(acc, u64::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]])));
+        tail += u64::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]));
         rest = &rest[4..];
     }
     if rest.len() >= 2 {
-        acc = acc_add(acc, u64::from(u16::from_ne_bytes([rest[0], rest[1]])));
+        tail += u64::from(u16::from_ne_bytes([rest[0], rest[1]]));
         rest = &rest[2..];
     }
     if let Some(&last) = rest.first() {
-        acc = acc_add(acc, u64::from(u16::from_ne_bytes([last, 0])));
+        tail += u64::from(u16::from_ne_bytes([last, 0]));
     }
-    acc
+    acc_add(acc, tail)
 }
 
 /// Copies `src` into `dst` and adds the bytes to `acc` as [`sum`] does, in one pass over the bytes (the
