@@ -3,7 +3,7 @@
  * @module
  */
 import { isIPv6 } from 'node:net'
-import { abortedError, invalidArgument, native, nativeAsync, SuperpacketAbortError } from './errors.js'
+import { abortedError, fromNative, invalidArgument, native, nativeAsync, SuperpacketAbortError } from './errors.js'
 import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
 import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type JsFramer, type NativeFramer, type NativeFramerHandle } from './framer.js'
 import { binding } from './native.js'
@@ -268,6 +268,9 @@ const BLOCK_SIZE = 1 << 20
 /** A block with less room left than this is replaced (4 messages of 64 KiB). */
 const BLOCK_LEFT_MIN = 4 << 16
 
+/** The sends JS makes most often, as plain N-API callbacks (no class unwrap or borrow bookkeeping per call). */
+const fast = binding.fastOps()
+
 /** What a send that went out at once returns. */
 const DONE: Promise<void> = Promise.resolve()
 
@@ -297,9 +300,12 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   #waiting: Promise<void> | undefined
   /** The bound address. */
   readonly address: Readonly<BoundAddress>
+  /** The socket's number for the {@link fast} sends. */
+  readonly #slot: number
 
   private constructor(n: NativeUdp, reuseBuffers: boolean) {
     super(n, 'the UDP socket')
+    this.#slot = n.slot()
     const info = n.info()
     this.address = Object.freeze({ address: info.address, port: info.port, family: isIPv6(info.address) ? 'IPv6' : 'IPv4' })
     const room = info.recvRoom
@@ -424,16 +430,13 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
    * Runs `trySend` on the JS thread (one system call, no thread hop) and, for what it could not send
    * because the socket is full, waits with `rest`. While an earlier send waits, later ones queue behind it.
    */
-  #send(
-    trySend: () => boolean,
-    rest: (abort: NativeAbort | undefined) => Promise<void>,
-    signal: AbortSignal | undefined,
-    sentBefore: () => number,
-  ): Promise<void> {
-    if (signal?.aborted) return Promise.reject(abortedError(signal, 0))
-    if (this.#waiting === undefined && native(trySend)) return DONE
+  /**
+   * The part of a send the socket did not take at once (all of it while an earlier send waits, so that
+   * datagrams keep their order): it waits for room behind the earlier ones.
+   */
+  #wait(rest: (abort: NativeAbort | undefined) => Promise<void>, signal: AbortSignal | undefined, sentBefore: number): Promise<void> {
     const before = this.#waiting ?? DONE
-    const go = (): Promise<void> => abortableWrite(signal, rest, sentBefore())
+    const go = (): Promise<void> => abortableWrite(signal, rest, sentBefore)
     const op = before.then(go, go)
     this.#waiting = op
     const settled = (): void => {
@@ -451,14 +454,12 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
     try {
       const p = this.#resolve(peer)
       const n = this.native
-      return this.#send(
-        () => n.trySendTo(p.words, data),
-        () => n.sendTo(p.address, p.port, data),
-        options.signal,
-        () => 0,
-      )
+      const signal = options.signal
+      if (signal?.aborted) return Promise.reject(abortedError(signal, 0))
+      if (this.#waiting === undefined && fast.trySendTo(this.#slot, p.words, data)) return DONE
+      return this.#wait(() => n.sendTo(p.address, p.port, data), signal, 0)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(fromNative(err))
     }
   }
 
@@ -473,15 +474,16 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
       if (!Number.isInteger(segmentSize) || segmentSize < 1 || segmentSize > 65507) throw invalidArgument('segmentSize must be 1 to 65507')
       const p = this.#resolve(peer)
       const n = this.native
+      const signal = options.signal
+      if (signal?.aborted) return Promise.reject(abortedError(signal, 0))
       let sent = 0
-      return this.#send(
-        () => (sent = n.trySendSegments(p.words, data, segmentSize)) === data.length,
-        (abort) => n.sendSegments(p.address, p.port, data.subarray(sent), segmentSize, abort),
-        options.signal,
-        () => sent / segmentSize,
-      )
+      if (this.#waiting === undefined) {
+        sent = fast.trySendSegments(this.#slot, p.words, data, segmentSize)
+        if (sent === data.length) return DONE
+      }
+      return this.#wait((abort) => n.sendSegments(p.address, p.port, data.subarray(sent), segmentSize, abort), signal, sent / segmentSize)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(fromNative(err))
     }
   }
 
@@ -518,15 +520,16 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
       const lens = lengths instanceof Uint32Array ? lengths : Uint32Array.from(lengths)
       const p = this.#resolve(target as Peer)
       const n = this.native
+      const signal = options.signal
+      if (signal?.aborted) return Promise.reject(abortedError(signal, 0))
       let next = 0
-      return this.#send(
-        () => (next = n.trySendLengths(p.words, buffer, lens, 0)) === lens.length,
-        () => n.sendLengths(p.address, p.port, buffer, lens, next),
-        options.signal,
-        () => next,
-      )
+      if (this.#waiting === undefined) {
+        next = fast.trySendLengths(this.#slot, p.words, buffer, lens, 0)
+        if (next === lens.length) return DONE
+      }
+      return this.#wait(() => n.sendLengths(p.address, p.port, buffer, lens, next), signal, next)
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(fromNative(err))
     }
   }
 
@@ -562,16 +565,18 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
         while (end < messages.length && peers[end + 1] !== peers[end]) end++
         const natives = peers.slice(i, end).map((p) => p.native)
         const datas = messages.slice(i, end).map((m) => m.data)
-        let next = 0
-        part = this.#send(
-          () => (next = n.trySendMessages(natives, datas, 0)) === datas.length,
-          (abort) => {
-            const rest = peers.slice(start + next, end)
-            return n.sendBatch(rest.map((p) => p.address), rest.map((p) => p.port), datas.slice(next), abort)
-          },
-          signal,
-          () => next,
-        )
+        const next = this.#waiting === undefined ? n.trySendMessages(natives, datas, 0) : 0
+        part =
+          next === datas.length
+            ? DONE
+            : this.#wait(
+                (abort) => {
+                  const rest = peers.slice(start + next, end)
+                  return n.sendBatch(rest.map((p) => p.address), rest.map((p) => p.port), datas.slice(next), abort)
+                },
+                signal,
+                next,
+              )
       }
       // An abort counts what earlier parts sent.
       parts.push(part === DONE ? part : part.catch((err: unknown) => Promise.reject(err instanceof SuperpacketAbortError && signal ? abortedError(signal, start + (err.sent ?? 0)) : err)))

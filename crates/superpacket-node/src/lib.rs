@@ -10,6 +10,7 @@
 mod abort;
 mod dtls;
 mod error;
+mod fast;
 mod fault;
 mod framer;
 mod owned;

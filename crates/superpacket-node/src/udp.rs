@@ -119,8 +119,19 @@ pub struct SourceUpdate {
 #[napi]
 pub struct NativeUdp {
     sock: Arc<UdpSocket>,
+    /// Its number in the JS thread's table of `fast.rs` (`u32::MAX` until `slot` registers it).
+    slot: std::sync::atomic::AtomicU32,
     /// Taken only by receives, which run on the JS thread: never contended.
     recv: std::sync::Mutex<RecvState>,
+}
+
+impl Drop for NativeUdp {
+    fn drop(&mut self) {
+        let s = *self.slot.get_mut();
+        if s != u32::MAX {
+            crate::fast::unregister(s, &self.sock);
+        }
+    }
 }
 
 impl NativeUdp {
@@ -149,7 +160,20 @@ impl NativeUdp {
         let sock = UdpSocket::bind(&opts).map_err(io_error)?;
         let empty = RecvMeta { addr: SocketAddr::from(([0, 0, 0, 0], 0)), len: 0, stride: 0 };
         let recv = RecvState { metas: vec![empty; RECV_MESSAGES], sources: Sources::default() };
-        Ok(NativeUdp { sock: Arc::new(sock), recv: std::sync::Mutex::new(recv) })
+        Ok(NativeUdp { sock: Arc::new(sock), slot: std::sync::atomic::AtomicU32::new(u32::MAX), recv: std::sync::Mutex::new(recv) })
+    }
+
+    /// The socket's number for the `fastOps()` callbacks on this thread (registered on the first call).
+    #[napi]
+    pub fn slot(&self) -> u32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.slot.load(Relaxed);
+        if s != u32::MAX {
+            return s;
+        }
+        let s = crate::fast::register(&self.sock);
+        self.slot.store(s, Relaxed);
+        s
     }
 
     /// Bound address and capabilities.
@@ -219,12 +243,6 @@ impl NativeUdp {
         Ok(NativePeer { addr })
     }
 
-    /// Sends one datagram now, on the JS thread: false (nothing sent) when the socket is full (then
-    /// `sendTo`).
-    #[napi]
-    pub fn try_send_to(&self, #[napi(ts_arg_type = "Uint32Array")] peer: &[u32], data: &[u8]) -> Result<bool> {
-        self.sock.try_send_to(peer_words(peer)?, data).map_err(io_error)
-    }
 
     /// Sends one datagram, waiting for room.
     #[napi]
@@ -238,19 +256,6 @@ impl NativeUdp {
         self.sock.send_batch(&[(dest, &data[..])]).await.map_err(io_error)
     }
 
-    /// Sends the datagrams of `data` (back to back, `lengths[i]` bytes each) from datagram `from` on that
-    /// the socket takes now, on the JS thread (runs of equal lengths as GSO trains, the rest with
-    /// `sendmmsg`); returns the index of the first one not sent (`lengths.length` when all went out). The
-    /// rest goes with `sendLengths`.
-    #[napi]
-    pub fn try_send_lengths(&self, #[napi(ts_arg_type = "Uint32Array")] peer: &[u32], data: &[u8], lengths: &[u32], from: u32) -> Result<u32> {
-        let dest = peer_words(peer)?;
-        let offset = check_lengths(dest, data, lengths, from)?;
-        let data = data.get(offset..).unwrap_or_default();
-        let lengths = lengths.get(from as usize..).unwrap_or_default();
-        let sent = self.sock.try_send_lengths(dest, data, lengths).map_err(io_error)?;
-        Ok(from + sent as u32)
-    }
 
     /// Like `trySendLengths`, waiting for room until every datagram from `from` on is sent.
     #[napi]
@@ -266,13 +271,6 @@ impl NativeUdp {
         self.sock.send_batch(&msgs).await.map_err(io_error)
     }
 
-    /// Sends what the socket takes now of `data` as `segment_size` datagrams, on the JS thread; returns
-    /// the bytes sent (whole datagrams). The rest goes with `sendSegments`.
-    #[napi]
-    pub fn try_send_segments(&self, #[napi(ts_arg_type = "Uint32Array")] peer: &[u32], data: &[u8], segment_size: u32) -> Result<u32> {
-        let sent = self.sock.try_send_segments(peer_words(peer)?, data, segment_size as usize).map_err(io_error)?;
-        Ok(sent as u32)
-    }
 
     /// Sends `data` (copied at the call) as `segment_size` datagrams with UDP_SEGMENT. An abort stops it
     /// before the next system call's worth of datagrams (`sent`: the datagrams that went out).
@@ -385,7 +383,7 @@ impl NativePeer {
 }
 
 /// A destination from a peer's words (`NativePeer.words`).
-fn peer_words(w: &[u32]) -> Result<SocketAddr> {
+pub(crate) fn peer_words(w: &[u32]) -> Result<SocketAddr> {
     words::decode_addr(w).ok_or_else(|| invalid_argument("not a peer's words"))
 }
 
@@ -404,7 +402,7 @@ fn datagrams<'a>(dest: SocketAddr, data: &'a [u8], lengths: &[u32], from: u32) -
 
 /// Checks that `lengths` add up to `data.len()`, that each fits a UDP datagram to `dest` and that datagram
 /// `from` exists (or is one past the last); returns where datagram `from` starts in `data`.
-fn check_lengths(dest: SocketAddr, data: &[u8], lengths: &[u32], from: u32) -> Result<usize> {
+pub(crate) fn check_lengths(dest: SocketAddr, data: &[u8], lengths: &[u32], from: u32) -> Result<usize> {
     let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
     if total != data.len() as u64 {
         return Err(invalid_argument(format!("lengths add up to {total} bytes but the buffer holds {}", data.len())));
