@@ -492,8 +492,9 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
    * has room. Two forms:
    * - `sendBatch(peer, buffer, lengths)`: the datagrams lie back to back in `buffer`, `lengths[i]` bytes
    *   each (the lengths must add up to `buffer.length`), all to `peer`. No object per datagram: the fast form.
-   *   Consecutive datagrams of equal length go out as one UDP_SEGMENT train (up to 64 per system call; the
-   *   receiver sees the same datagrams), so that the kernel's send path runs once per train.
+   *   Consecutive datagrams of equal length, with the shorter datagram after them if one follows, go out
+   *   as one UDP_SEGMENT train (up to 64 datagrams; the receiver sees the same datagrams), so that the
+   *   kernel's send path runs once per train; trains and single datagrams share each sendmmsg.
    * - `sendBatch(messages)`: one `{ address, port, data }` per datagram, to several peers.
    *
    * What has to wait for room is copied first. An abort takes effect before the waiting part starts

@@ -88,6 +88,13 @@ pub fn pending(syscall: Syscall) -> u32 {
     plan.iter().filter(|(s, _, _)| *s == syscall).map(|(_, _, n)| n).sum()
 }
 
+/// Whether any fault is pending (one relaxed load): paths that batch several kinds of calls into one
+/// take their one-call-per-kind form then, so each injected fault hits the call it names.
+#[inline]
+pub(crate) fn armed() -> bool {
+    ARMED.load(Relaxed)
+}
+
 /// The error the wrapped call must return instead of running, if a fault is pending for it.
 #[inline]
 pub(crate) fn take(syscall: Syscall) -> Option<io::Error> {

@@ -410,6 +410,23 @@ fn gso_send_failing_with_eio_falls_back_for_good_and_every_datagram_arrives() {
 }
 
 #[test]
+fn send_lengths_whose_train_fails_with_eio_falls_back_and_every_datagram_arrives() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let (tx, rx) = (bind("127.0.0.1:0", true), bind("127.0.0.1:0", false));
+        // Two trains of 1,200 B datagrams with a 600 B tail each: the first GSO send is refused.
+        let lengths = [1200u32, 1200, 1200, 600, 1200, 1200, 600];
+        let want: Vec<Vec<u8>> = lengths.iter().enumerate().map(|(i, &l)| payload(i, l as usize)).collect();
+        fault::inject(Syscall::SendGso, libc::EIO, 1);
+        assert_eq!(tx.try_send_lengths(rx.local_addr(), &want.concat(), &lengths).expect("send"), lengths.len());
+        assert!(!tx.caps().gso, "EIO: the socket cannot segment");
+        assert_eq!((tx.stats().gso_fallbacks, tx.stats().tx_gso_sends), (1, 0));
+        assert_eq!(recv_all(&rx, lengths.len()).await, want);
+        assert_eq!(tx.stats().tx_datagrams, lengths.len() as u64, "nothing sent twice");
+    });
+}
+
+#[test]
 fn gso_send_failing_with_einval_within_the_path_mtu_switches_gso_off() {
     let _serial = serial();
     runtime().block_on(async {

@@ -178,6 +178,45 @@ async fn without_gso_a_train_goes_out_with_sendmmsg() {
     assert_eq!((stats.tx_datagrams, stats.tx_syscalls, stats.tx_gso_sends, stats.gso_fallbacks), (70, 2, 0, 0));
 }
 
+/// Sends `lengths` with one `try_send_lengths` and checks the receiver got exactly those datagrams, in
+/// order; returns the sender's counters.
+async fn send_lengths_exactly(lengths: &[u32]) -> UdpStats {
+    let tx = bind("127.0.0.1:0", true, false);
+    let rx = bind("127.0.0.1:0", false, false);
+    let want: Vec<Vec<u8>> = lengths.iter().enumerate().map(|(i, &l)| datagram(i, l as usize)).collect();
+    let buf = want.concat();
+    assert_eq!(tx.try_send_lengths(rx.local_addr(), &buf, lengths).expect("try_send_lengths"), lengths.len());
+    assert_received(&recv_datagrams(&rx, lengths.len()).await, tx.local_addr(), &want);
+    tx.stats()
+}
+
+#[tokio::test]
+async fn send_lengths_sends_a_run_and_its_shorter_tail_as_one_train() {
+    // Trains: 3 x 1,000 + 500; 800, 800 + 100; 1,300 + 50. Alone: 700, 300, 1,200 and the last 50.
+    let lengths = [1000, 1000, 1000, 500, 700, 800, 800, 100, 300, 1200, 1300, 50, 50];
+    let s = send_lengths_exactly(&lengths).await;
+    assert_eq!((s.tx_datagrams, s.tx_syscalls, s.tx_gso_sends), (13, 1, 3), "7 messages in one sendmmsg");
+    assert_eq!(s.tx_bytes, lengths.iter().map(|&l| u64::from(l)).sum::<u64>());
+}
+
+#[tokio::test]
+async fn send_lengths_of_alternating_sizes_pairs_them_into_trains() {
+    let lengths: Vec<u32> = (0..64).map(|i| if i % 2 == 0 { 1400 } else { 1300 }).collect();
+    let s = send_lengths_exactly(&lengths).await;
+    assert_eq!((s.tx_datagrams, s.tx_syscalls, s.tx_gso_sends), (64, 1, 32));
+}
+
+#[tokio::test]
+async fn send_lengths_cuts_trains_at_64_segments_and_at_the_payload_limit() {
+    // 70 x 100 + 50: 64, then 6 + the tail. 47 x 1,400: 46 fill one IPv4 payload, the 47th goes alone.
+    let mut lengths = vec![100; 70];
+    lengths.push(50);
+    let s = send_lengths_exactly(&lengths).await;
+    assert_eq!((s.tx_datagrams, s.tx_syscalls, s.tx_gso_sends), (71, 1, 2));
+    let s = send_lengths_exactly(&[1400; 47]).await;
+    assert_eq!((s.tx_datagrams, s.tx_syscalls, s.tx_gso_sends), (47, 1, 1));
+}
+
 #[tokio::test]
 async fn invalid_arguments_are_refused() {
     let v4 = bind("127.0.0.1:0", true, true);

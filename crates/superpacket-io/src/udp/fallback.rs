@@ -63,6 +63,16 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
     }
 }
 
+/// Sends the first message of `msgs` with `send_to` if it is one datagram (segment size 0); returns 1 (0
+/// when `msgs` is empty). Without GSO no message is a train.
+pub(super) fn send_mixed<'a>(socket: &Socket, dest: &SockAddr, mut msgs: impl Iterator<Item = (&'a [u8], usize)>) -> io::Result<usize> {
+    match msgs.next() {
+        Some((data, 0)) => socket.send_to(data, dest).map(|_| 1),
+        Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "UDP GSO is not available on this platform")),
+        None => Ok(0),
+    }
+}
+
 /// Receives one datagram with `recv_from` into the batch's first buffer; returns 1.
 pub(super) fn recv_messages(socket: &Socket, bufs: &mut [u8], metas: &mut [RecvMeta]) -> io::Result<usize> {
     let (Some(slot), Some(meta)) = (bufs.chunks_exact_mut(RECV_BUFFER_SIZE).next(), metas.first_mut()) else {

@@ -174,6 +174,64 @@ pub(super) fn send_gso(socket: &Socket, dest: &SockAddr, buf: &[u8], segment_siz
     }
 }
 
+/// Room for one `UDP_SEGMENT` control message (CMSG_SPACE of a u16 is 24 on Linux), aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SegmentControl([u8; 24]);
+
+/// Sends up to [`MAX_BATCH`] messages to `dest` with one `sendmmsg`: `(payload, segment_size)`, where a
+/// segment size of 0 sends the payload as one datagram and any other cuts it into datagrams of that
+/// size (a GSO train; the last may be shorter). Returns how many messages the kernel took (at least one),
+/// in order.
+pub(super) fn send_mixed<'a>(socket: &Socket, dest: &SockAddr, msgs: impl Iterator<Item = (&'a [u8], usize)>) -> io::Result<usize> {
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, cmsg_len) = unsafe { (libc::CMSG_SPACE(2) as usize, libc::CMSG_LEN(2) as usize) };
+    if space > mem::size_of::<SegmentControl>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<SegmentControl>::uninit() }; MAX_BATCH];
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut count = 0;
+    for (i, (data, seg)) in msgs.take(MAX_BATCH).enumerate() {
+        let iov = iovs[i].write(libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() });
+        // SAFETY: mmsghdr is plain data; all-zero is valid (no control data, flags 0).
+        let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        // The kernel only reads the name.
+        hdr.msg_hdr.msg_name = dest.as_ptr().cast_mut().cast();
+        hdr.msg_hdr.msg_namelen = dest.len();
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        if seg > 0 {
+            let gso = u16::try_from(seg).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let control = controls[i].write(SegmentControl([0; 24]));
+            hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = space as _;
+            // SAFETY: the control buffer holds `space` bytes, aligned for cmsghdr: CMSG_FIRSTHDR gives a
+            // header inside it and CMSG_DATA room for the u16 (as in `send_gso`).
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = cmsg_len as _;
+                ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso);
+            }
+        }
+        hdrs[i].write(hdr);
+        count = i + 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    if let Some(e) = fault::take(Syscall::SendMmsg) {
+        return Err(e);
+    }
+    // SAFETY: the first `count` headers are initialized and point into iovs, controls, `dest` and the
+    // callers' payloads, all alive across the call; the kernel only reads them (and writes msg_len).
+    let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), count as c_uint, 0) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
 /// Sends up to [`MAX_BATCH`] messages from `msgs`, one datagram each, with one `sendmmsg`; returns how
 /// many the kernel took (at least one), in order.
 pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(

@@ -457,50 +457,86 @@ impl UdpSocket {
 
     /// Sends the datagrams cut back to back from `data` by `lengths`, all to `dest`, without waiting (straight
     /// to the system calls) and returns how many went out, in order: fewer than `lengths.len()` when the
-    /// socket is full. Runs of two or more equal lengths go as GSO trains (see
-    /// [`send_segments`](Self::send_segments)), the others with `sendmmsg`: for equal-size datagrams the
-    /// kernel then walks its send path once per train instead of once per datagram.
+    /// socket is full. With GSO, a run of equal lengths and the shorter datagram after it (if one follows)
+    /// go as one GSO train, so that the kernel walks its send path once per train instead of once per
+    /// datagram (the receiver gets the same datagrams); up to [`MAX_BATCH`] trains and single datagrams
+    /// share one `sendmmsg`.
     pub fn try_send_lengths(&self, dest: SocketAddr, data: &[u8], lengths: &[u32]) -> Result<usize, IoError> {
         if lengths.iter().map(|&l| l as usize).sum::<usize>() != data.len() {
             return Err(IoError::new(ErrorKind::InvalidArgument, "the lengths must add up to the buffer's length"));
         }
         let fd = self.fd()?;
-        // A run: this datagram and the next have the same, non-zero length.
-        let starts_run = |i: usize| lengths.get(i).is_some_and(|&l| l > 0 && lengths.get(i + 1) == Some(&l));
+        // Checks the destination's family once; its address serves every message.
+        let to = self.train(dest, &[], 1)?;
+        let max_payload = if to.dest_addr.is_ipv4() { MAX_PAYLOAD_V4 } else { MAX_PAYLOAD_V6 };
+        let mut plan = [Message::default(); MAX_BATCH];
         let (mut sent, mut at) = (0, 0);
-        while let Some(&len) = lengths.get(sent) {
-            let len = len as usize;
-            let (datagrams, bytes, result) = if starts_run(sent) {
-                let run = lengths[sent..].iter().take_while(|&&l| l as usize == len).count();
-                let run_bytes = data
-                    .get(at..at + run * len)
-                    .ok_or_else(|| IoError::new(ErrorKind::InvalidArgument, "lengths past the buffer"))?;
-                let train = self.train(dest, run_bytes, len)?;
-                let mut bytes = 0;
-                let result = fd.with(|s| self.send_train(s, &train, &mut bytes));
-                (bytes / len, bytes, result)
+        loop {
+            let gso = self.gso.load(Relaxed);
+            let mut count = 0;
+            let (mut i, mut off) = (sent, at);
+            while count < MAX_BATCH && i < lengths.len() {
+                let m = Message::next(&lengths[i..], off, max_payload, gso);
+                (i, off) = (i + m.datagrams, off + m.len);
+                plan[count] = m;
+                count += 1;
+            }
+            let Some(first) = plan[..count].first().copied() else { return Ok(sent) };
+            let bytes_of = |m: &Message| data.get(m.at..m.at + m.len).unwrap_or_default();
+            let result = if first.segment_size > 0 && crate::fault::armed() {
+                // With faults armed a train goes alone through `send_train`, where a refused GSO send is
+                // handled; its injected faults then hit the call they name.
+                self.send_train_message(&fd, &to, bytes_of(&first), &first)
             } else {
-                let singles = (sent..lengths.len()).take_while(|&i| i == sent || !starts_run(i)).count();
-                let mut msgs = Vec::with_capacity(singles);
-                let mut start = at;
-                for &l in &lengths[sent..sent + singles] {
-                    // In range: the lengths add up to the buffer's length.
-                    msgs.push((dest, data.get(start..start + l as usize).unwrap_or_default()));
-                    start += l as usize;
+                let msgs = plan[..count].iter().map(|m| (bytes_of(m), m.segment_size));
+                match fd.with(|s| sys::send_mixed(s, &to.dest, msgs)) {
+                    Ok(n) => {
+                        if n < count {
+                            // sendmmsg parks the error that stopped it at message `n` on the socket, where a
+                            // receive would report it; the next round sends message `n` first and gets the
+                            // error back as its own.
+                            let _ = fd.with(|s| s.take_error());
+                        }
+                        let done = &plan[..n.min(count)];
+                        let (d, b) = done.iter().fold((0, 0), |(d, b), m| (d + m.datagrams, b + m.len));
+                        self.counters.sent(d, b, false);
+                        let trains = done.iter().filter(|m| m.segment_size > 0).count();
+                        self.counters.tx_gso_sends.fetch_add(trains as u64, Relaxed);
+                        Ok((d, b))
+                    }
+                    // The first message failed: a train is tried again on its own, where a refused GSO
+                    // send falls back to plain sends.
+                    Err(e) if first.segment_size > 0 && !is_would_block(&e) => {
+                        self.send_train_message(&fd, &to, bytes_of(&first), &first)
+                    }
+                    Err(e) => Err(e),
                 }
-                let mut n = 0;
-                let result = fd.with(|s| self.send_messages(s, &msgs, &mut n));
-                (n, msgs[..n].iter().map(|(_, d)| d.len()).sum(), result)
             };
-            sent += datagrams;
-            at += bytes;
+            // Every Ok went forward; a socket that filled up answers the next call with WouldBlock.
             match result {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => return Ok(sent),
+                Ok((datagrams, bytes)) => {
+                    sent += datagrams;
+                    at += bytes;
+                }
+                Err(e) if is_would_block(&e) => return Ok(sent),
                 Err(e) => return Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
             }
         }
-        Ok(sent)
+    }
+
+    /// Sends one planned train through [`send_train`](Self::send_train); returns the datagrams and bytes
+    /// that went out, or the error that stopped it before any did.
+    fn send_train_message(&self, fd: &Registered, to: &Train<'_>, bytes: &[u8], m: &Message) -> io::Result<(usize, usize)> {
+        let train = Train { buf: bytes, segment_size: m.segment_size, segments_per_gso: m.datagrams, ..to.clone() };
+        let mut done = 0;
+        let result = fd.with(|s| self.send_train(s, &train, &mut done));
+        // Whole datagrams went out: all of them, or `done / size` full-size ones.
+        let datagrams = if done == m.len { m.datagrams } else { done / m.segment_size };
+        match result {
+            Ok(()) => Ok((datagrams, done)),
+            Err(_) if done > 0 => Ok((datagrams, done)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends one datagram to `dest` right away with one `sendto` on the caller's thread: `Ok(false)`, with
@@ -698,6 +734,7 @@ impl UdpSocket {
 }
 
 /// A validated `send_segments` request.
+#[derive(Clone)]
 struct Train<'a> {
     dest: SockAddr,
     /// `dest` as given (IPv4 not mapped), for the path MTU.
@@ -706,6 +743,45 @@ struct Train<'a> {
     segment_size: usize,
     /// Datagrams per GSO send: [`MAX_SEGMENTS`], fewer when they would exceed the IP payload limit.
     segments_per_gso: usize,
+}
+
+/// A full socket or a kernel out of buffers: the waiting send takes over and retries.
+fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(e)
+}
+
+/// One message of [`UdpSocket::try_send_lengths`]: `len` bytes from `at`, one datagram, or with a
+/// segment size a GSO train of `datagrams` datagrams.
+#[derive(Clone, Copy, Default)]
+struct Message {
+    at: usize,
+    len: usize,
+    /// 0 for a single datagram.
+    segment_size: usize,
+    datagrams: usize,
+}
+
+impl Message {
+    /// The message that starts with `lengths[0]` at byte `at`: with GSO, the run of datagrams as long as
+    /// the first and a shorter one after it, as many as one GSO send takes; otherwise the first alone.
+    fn next(lengths: &[u32], at: usize, max_payload: usize, gso: bool) -> Message {
+        let first = lengths.first().map_or(0, |&l| l as usize);
+        let single = Message { at, len: first, segment_size: 0, datagrams: 1 };
+        if !gso || first == 0 || first > max_payload {
+            return single;
+        }
+        let most = MAX_SEGMENTS.min(max_payload / first);
+        let run = lengths.iter().take(most).take_while(|&&l| l as usize == first).count();
+        let tail = match lengths.get(run) {
+            Some(&l) if run < most && l > 0 && (l as usize) < first => l as usize,
+            _ => 0,
+        };
+        let datagrams = run + usize::from(tail > 0);
+        if datagrams < 2 {
+            return single;
+        }
+        Message { at, len: run * first + tail, segment_size: first, datagrams }
+    }
 }
 
 /// Why the kernel refused a GSO send that plain sends may still carry (only Linux reports these).
