@@ -342,7 +342,17 @@ describe('UdpSocket sends from the JS thread, peer handles and one-buffer batche
     await expect(s.sendBatch(peer, Buffer.alloc(10), [4, 7])).rejects.toMatchObject(invalid)
     await expect(s.sendBatch(peer, Buffer.alloc(70_000), [70_000])).rejects.toMatchObject(invalid)
     await expect(s.sendBatch(peer, Buffer.alloc(4), 'no' as unknown as number[])).rejects.toMatchObject(invalid)
+    // Data that is not bytes: the sends' plain N-API callbacks check the view's element type.
+    for (const data of [new Uint16Array(4), 'text', new DataView(new ArrayBuffer(4)), undefined] as unknown as Uint8Array[]) {
+      await expect(s.send(peer, data), String(data)).rejects.toMatchObject(invalid)
+      await expect(s.sendSegments(peer, data, 2), String(data)).rejects.toMatchObject(invalid)
+      await expect(s.sendBatch(peer, data, [4]), String(data)).rejects.toMatchObject(invalid)
+    }
     expect(s.stats().txDatagrams).toBe(0)
+    // The socket still sends.
+    const { port, got } = await plainReceiver(1)
+    await s.send(s.peer('127.0.0.1', port), new Uint8Array([1, 2, 3]))
+    expect((await got).map((m) => [...m])).toEqual([[1, 2, 3]])
   })
 })
 
