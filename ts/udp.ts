@@ -427,10 +427,6 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   }
 
   /**
-   * Runs `trySend` on the JS thread (one system call, no thread hop) and, for what it could not send
-   * because the socket is full, waits with `rest`. While an earlier send waits, later ones queue behind it.
-   */
-  /**
    * The part of a send the socket did not take at once (all of it while an earlier send waits, so that
    * datagrams keep their order): it waits for room behind the earlier ones.
    */
