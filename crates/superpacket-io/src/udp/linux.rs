@@ -155,16 +155,8 @@ pub(super) fn send_gso(socket: &Socket, dest: &SockAddr, buf: &[u8], segment_siz
     msg.msg_iovlen = 1;
     msg.msg_control = control.0.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: msg_control points to `space` (24) writable, aligned bytes, enough for one cmsghdr, so
-    // CMSG_FIRSTHDR returns a valid header and CMSG_DATA room for the u16 inside the same buffer. The
-    // length must be exactly CMSG_LEN(2) or the kernel answers EINVAL.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as c_uint) as _;
-        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso_size);
-    }
+    // SAFETY: msg_control points to `space` (24) writable, aligned bytes.
+    unsafe { put_segment_size(&msg, gso_size) };
     // SAFETY: msg and everything it points to (dest, iov, buf, control) outlive the call.
     let rc = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
     if rc < 0 {
@@ -184,8 +176,8 @@ struct SegmentControl([u8; 24]);
 /// size (a GSO train; the last may be shorter). Returns how many messages the kernel took (at least one),
 /// in order.
 pub(super) fn send_mixed<'a>(socket: &Socket, dest: &SockAddr, msgs: impl Iterator<Item = (&'a [u8], usize)>) -> io::Result<usize> {
-    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
-    let (space, cmsg_len) = unsafe { (libc::CMSG_SPACE(2) as usize, libc::CMSG_LEN(2) as usize) };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(2) as usize };
     if space > mem::size_of::<SegmentControl>() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -207,29 +199,15 @@ pub(super) fn send_mixed<'a>(socket: &Socket, dest: &SockAddr, msgs: impl Iterat
             let control = controls[i].write(SegmentControl([0; 24]));
             hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
             hdr.msg_hdr.msg_controllen = space as _;
-            // SAFETY: the control buffer holds `space` bytes, aligned for cmsghdr: CMSG_FIRSTHDR gives a
-            // header inside it and CMSG_DATA room for the u16 (as in `send_gso`).
-            unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
-                (*cmsg).cmsg_level = libc::SOL_UDP;
-                (*cmsg).cmsg_type = UDP_SEGMENT;
-                (*cmsg).cmsg_len = cmsg_len as _;
-                ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso);
-            }
+            // SAFETY: the control buffer holds `space` bytes, aligned for cmsghdr.
+            unsafe { put_segment_size(&hdr.msg_hdr, gso) };
         }
         hdrs[i].write(hdr);
         count = i + 1;
     }
-    if count == 0 {
-        return Ok(0);
-    }
-    if let Some(e) = fault::take(Syscall::SendMmsg) {
-        return Err(e);
-    }
     // SAFETY: the first `count` headers are initialized and point into iovs, controls, `dest` and the
-    // callers' payloads, all alive across the call; the kernel only reads them (and writes msg_len).
-    let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), count as c_uint, 0) };
-    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+    // callers' payloads, all alive until the call returns.
+    unsafe { send_headers(socket, &mut hdrs[..count]) }
 }
 
 /// Sends up to [`MAX_BATCH`] messages from `msgs`, one datagram each, with one `sendmmsg`; returns how
@@ -260,17 +238,44 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
         hdrs[i].write(hdr);
         count = i + 1;
     }
-    if count == 0 {
+    // SAFETY: the first `count` headers are initialized and point into names, iovs and the callers'
+    // payloads, all alive until the call returns.
+    unsafe { send_headers(socket, &mut hdrs[..count]) }
+}
+
+/// One `sendmmsg` of `hdrs` (none: nothing is sent); returns how many messages the kernel took.
+///
+/// # Safety
+/// Every header is initialized and what it points to (names, iovecs, payloads, control data) is valid
+/// for the call; the kernel only reads it (and writes `msg_len`).
+unsafe fn send_headers(socket: &Socket, hdrs: &mut [MaybeUninit<libc::mmsghdr>]) -> io::Result<usize> {
+    if hdrs.is_empty() {
         return Ok(0);
     }
     if let Some(e) = fault::take(Syscall::SendMmsg) {
         return Err(e);
     }
-    // SAFETY: the first `count` headers are initialized and point into names, iovs and the callers'
-    // payloads, all alive across the call; the kernel only reads them (and writes msg_len).
-    let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), count as c_uint, 0) };
+    // SAFETY: the caller's promise; the length is at most MAX_BATCH.
+    let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), hdrs.len() as c_uint, 0) };
     // Negative means failure, with errno set.
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// Writes a `UDP_SEGMENT` control message carrying `segment_size` as the first (only) control message of
+/// `msg`. The length must be exactly CMSG_LEN(2) or the kernel answers EINVAL.
+///
+/// # Safety
+/// `msg.msg_control` points to at least CMSG_SPACE(2) (24) writable bytes aligned for `cmsghdr`, and
+/// `msg.msg_controllen` says so: CMSG_FIRSTHDR then gives a header inside them and CMSG_DATA room for the u16.
+unsafe fn put_segment_size(msg: &libc::msghdr, segment_size: u16) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as c_uint) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment_size);
+    }
 }
 
 /// Receives up to `metas.len()` messages with one `recvmmsg`, message `i` into the `i`th
