@@ -72,9 +72,8 @@ fn add_halves(
 #[inline]
 fn lanes_total(a0: std::arch::x86_64::__m256i, a1: std::arch::x86_64::__m256i) -> u64 {
     use std::arch::x86_64::{
-        _mm256_add_epi32, _mm256_add_epi64, _mm256_castsi256_si128, _mm256_extracti128_si256,
-        _mm256_setzero_si256, _mm256_unpackhi_epi32, _mm256_unpacklo_epi32, _mm_add_epi64, _mm_cvtsi128_si64,
-        _mm_extract_epi64,
+        _mm256_add_epi32, _mm256_add_epi64, _mm256_castsi256_si128, _mm256_extracti128_si256, _mm256_setzero_si256,
+        _mm256_unpackhi_epi32, _mm256_unpacklo_epi32, _mm_add_epi64, _mm_cvtsi128_si64, _mm_extract_epi64,
     };
     let s = _mm256_add_epi32(a0, a1);
     let zero = _mm256_setzero_si256();
@@ -115,7 +114,9 @@ const BLOCKS_PER_ROUND: usize = 1 << 13;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn copy_sum_blocks_avx2(src: &[u8], dst: &mut [u8]) -> u64 {
-    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_storeu_si256};
+    use std::arch::x86_64::{
+        __m256i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_storeu_si256,
+    };
     debug_assert!(src.len() == dst.len() && src.len() % BLOCK == 0);
     let low = _mm256_set1_epi32(0xffff);
     let mut total = 0u64;

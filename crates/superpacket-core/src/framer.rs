@@ -191,8 +191,14 @@ impl<'a> Slots<'a> {
     ) -> Option<Self> {
         let stride = headroom.checked_add(seg_len)?.checked_add(tailroom)?;
         let total = stride.checked_mul(count.checked_sub(1)?)?.checked_add(headroom + last_len + tailroom)?;
-        (count > 0 && last_len <= seg_len && total == buf.len())
-            .then_some(Slots { buf, headroom, tailroom, stride, count, last_len })
+        (count > 0 && last_len <= seg_len && total == buf.len()).then_some(Slots {
+            buf,
+            headroom,
+            tailroom,
+            stride,
+            count,
+            last_len,
+        })
     }
 
     /// How many slots.
@@ -474,8 +480,14 @@ mod tests {
             Opened::Data { packet: b"payload", authenticated: false }
         );
         let mut wrong = *b"cid8payload";
-        assert_eq!(f.open(&mut wrong, &mut scratch, from(), &mut Control::new()), Opened::Dropped(DropReason::Mismatch));
-        assert_eq!(f.open(&mut [b'c'], &mut scratch, from(), &mut Control::new()), Opened::Dropped(DropReason::TooShort));
+        assert_eq!(
+            f.open(&mut wrong, &mut scratch, from(), &mut Control::new()),
+            Opened::Dropped(DropReason::Mismatch)
+        );
+        assert_eq!(
+            f.open(&mut [b'c'], &mut scratch, from(), &mut Control::new()),
+            Opened::Dropped(DropReason::TooShort)
+        );
         assert!(HeaderFramer::new(&[0; 256]).is_none());
         assert!(HeaderFramer::new(&[]).is_none());
     }
@@ -509,7 +521,10 @@ mod tests {
             f.open(&mut d, &mut scratch, from(), &mut Control::new()),
             Opened::Data { packet: &[7u8; 5][..], authenticated: false }
         );
-        assert_eq!(f.open(&mut d[..5], &mut scratch, from(), &mut Control::new()), Opened::Dropped(DropReason::TooShort));
+        assert_eq!(
+            f.open(&mut d[..5], &mut scratch, from(), &mut Control::new()),
+            Opened::Dropped(DropReason::TooShort)
+        );
         assert_eq!(f.reserve(45), Some(0));
         assert_eq!(f.reserve(3), Some(45));
         assert_eq!(f.reserve(1), Some(48));
@@ -537,7 +552,10 @@ mod tests {
             PlainFramer.open(&mut buf, &mut scratch, from(), &mut Control::new()),
             Opened::Data { packet: b"abc", authenticated: false }
         );
-        assert_eq!(PlainFramer.open(&mut [], &mut scratch, from(), &mut Control::new()), Opened::Dropped(DropReason::TooShort));
+        assert_eq!(
+            PlainFramer.open(&mut [], &mut scratch, from(), &mut Control::new()),
+            Opened::Dropped(DropReason::TooShort)
+        );
     }
 
     #[test]

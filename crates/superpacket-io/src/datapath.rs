@@ -97,8 +97,9 @@ impl Outbound {
         }
         let out = &mut self.buf[start..end];
         split::split_into_planned(frame, &plan, layout, out)?;
-        let mut slots = Slots::new(out, layout.headroom, layout.tailroom, plan.seg_ip_len, plan.last_ip_len, plan.count)
-            .ok_or_else(|| IoError::new(ErrorKind::InvalidPacket, "the superpacket does not lay out into slots"))?;
+        let mut slots =
+            Slots::new(out, layout.headroom, layout.tailroom, plan.seg_ip_len, plan.last_ip_len, plan.count)
+                .ok_or_else(|| IoError::new(ErrorKind::InvalidPacket, "the superpacket does not lay out into slots"))?;
         let sealed = self.framer.seal(&mut slots, control).map_err(|e| match e {
             superpacket_core::framer::SealError::Exhausted => IoError::new(ErrorKind::Exhausted, e.to_string()),
             superpacket_core::framer::SealError::BadLayout => IoError::new(ErrorKind::InvalidArgument, e.to_string()),
@@ -328,7 +329,13 @@ mod tests {
         let mut scratch = vec![0u8; 64];
         let drops = DropCounters::default();
         let f = HeaderFramer::new(b"ID").unwrap();
-        let batch = [(from(), &mut a[..]), (from(), &mut b[..]), (from(), &mut c[..]), (from(), &mut d[..]), (stranger, &mut e[..])];
+        let batch = [
+            (from(), &mut a[..]),
+            (from(), &mut b[..]),
+            (from(), &mut c[..]),
+            (from(), &mut d[..]),
+            (stranger, &mut e[..]),
+        ];
         let report = open_batch(
             &f,
             SourceFilter::Only(from()),

@@ -109,7 +109,8 @@ impl Shared {
         let appended = match out.prepare_append(frame, control) {
             Ok(a) => a,
             Err(e) => {
-                let reason = if e.kind == ErrorKind::Exhausted { DropReason::Exhausted } else { DropReason::InvalidPacket };
+                let reason =
+                    if e.kind == ErrorKind::Exhausted { DropReason::Exhausted } else { DropReason::InvalidPacket };
                 c.out_drops.add(reason, 1);
                 return;
             }
@@ -156,7 +157,12 @@ impl Tunnel {
     ///
     /// Fails with [`ErrorKind::InvalidArgument`] when the framer does not route and there is neither a
     /// peer nor peer learning.
-    pub fn start(tun: Arc<Tun>, udp: Arc<UdpSocket>, framer: Arc<dyn Framer>, peer: PeerConfig) -> Result<Tunnel, IoError> {
+    pub fn start(
+        tun: Arc<Tun>,
+        udp: Arc<UdpSocket>,
+        framer: Arc<dyn Framer>,
+        peer: PeerConfig,
+    ) -> Result<Tunnel, IoError> {
         if !framer.routes() && peer.peer.is_none() && !peer.learn {
             return Err(IoError::new(
                 ErrorKind::InvalidArgument,
@@ -182,7 +188,8 @@ impl Tunnel {
         tokio::spawn(async move {
             let mut first = Ok(());
             for t in tasks {
-                let r = t.await.unwrap_or_else(|e| Err(IoError::new(ErrorKind::Os, format!("tunnel task failed: {e}"))));
+                let r =
+                    t.await.unwrap_or_else(|e| Err(IoError::new(ErrorKind::Os, format!("tunnel task failed: {e}"))));
                 if first.is_ok() {
                     first = r;
                 }

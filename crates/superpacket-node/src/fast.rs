@@ -66,7 +66,8 @@ unsafe fn args<const N: usize>(env: sys::napi_env, info: sys::napi_callback_info
     let mut argv = [ptr::null_mut(); N];
     let mut argc = N;
     // SAFETY: `argv` has room for `argc` values.
-    let status = unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()) };
+    let status =
+        unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()) };
     if status != sys::Status::napi_ok {
         return Err(invalid_argument("the call's arguments could not be read"));
     }
@@ -92,7 +93,8 @@ unsafe fn typed<'a, T>(env: sys::napi_env, v: sys::napi_value, kind: i32, what: 
     let status =
         unsafe { sys::napi_get_typedarray_info(env, v, &mut t, &mut len, &mut data, ptr::null_mut(), ptr::null_mut()) };
     let byte = kind == sys::TypedarrayType::uint8_array || kind == sys::TypedarrayType::uint8_clamped_array;
-    let kind_ok = t == kind || (byte && (t == sys::TypedarrayType::uint8_array || t == sys::TypedarrayType::uint8_clamped_array));
+    let kind_ok =
+        t == kind || (byte && (t == sys::TypedarrayType::uint8_array || t == sys::TypedarrayType::uint8_clamped_array));
     if status != sys::Status::napi_ok || !kind_ok {
         return Err(invalid_argument(format!("{what} must be a {}", if byte { "Uint8Array" } else { "Uint32Array" })));
     }
@@ -169,8 +171,11 @@ type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> 
 
 impl ToNapiValue for FastOps {
     unsafe fn to_napi_value(env: sys::napi_env, _val: Self) -> Result<sys::napi_value> {
-        let ops: [(&std::ffi::CStr, Callback); 3] =
-            [(c"trySendTo", try_send_to), (c"trySendSegments", try_send_segments), (c"trySendLengths", try_send_lengths)];
+        let ops: [(&std::ffi::CStr, Callback); 3] = [
+            (c"trySendTo", try_send_to),
+            (c"trySendSegments", try_send_segments),
+            (c"trySendLengths", try_send_lengths),
+        ];
         let mut obj = ptr::null_mut();
         // SAFETY: plain N-API calls on the JS thread with valid out-pointers and NUL-terminated names.
         unsafe {

@@ -9,17 +9,19 @@ use napi::bindgen_prelude::within_runtime_if_available;
 
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
-use superpacket_core::framer::{Control, Framer, HeaderFramer, Opened, PlainFramer, ReserveFramer, MAX_FRAMER_ROOM, POLL_INTERVAL_MS};
+use superpacket_core::framer::{
+    Control, Framer, HeaderFramer, Opened, PlainFramer, ReserveFramer, MAX_FRAMER_ROOM, POLL_INTERVAL_MS,
+};
 use superpacket_io::error::{ErrorKind, IoError};
 use superpacket_io::udp::UdpSocket;
 
 use napi::Result;
 
+use crate::dtls::{DtlsRekey, JsDtlsStats};
 use crate::error::{invalid_argument, io_error};
 use crate::wireguard::{peer_infos, set_endpoint, WgPeerInfo};
-use superpacket_wireguard::WireGuard;
 use superpacket_dtls::DtlsFramer;
-use crate::dtls::{DtlsRekey, JsDtlsStats};
+use superpacket_wireguard::WireGuard;
 
 /// Which native framer to build.
 #[napi(object)]
@@ -150,7 +152,8 @@ impl NativeFramer {
             "plain" => Ok(NativeFramer::from_framer(Arc::new(PlainFramer))),
             "header" => {
                 let header = spec.header.as_deref().unwrap_or_default();
-                let f = HeaderFramer::new(header).ok_or_else(|| invalid_argument("the header framer needs 1 to 255 header bytes"))?;
+                let f = HeaderFramer::new(header)
+                    .ok_or_else(|| invalid_argument("the header framer needs 1 to 255 header bytes"))?;
                 Ok(NativeFramer::from_framer(Arc::new(f)))
             }
             "reserve" => {

@@ -8,8 +8,8 @@ use napi_derive::napi;
 use superpacket_core::framer::{Control, DropCounters, Framer};
 use superpacket_core::{split, VNET_HDR_LEN};
 use superpacket_io::datapath::{open_batch, SourceFilter};
-use superpacket_io::udp::{words, UdpSocket};
 use superpacket_io::tun::{OffloadMode, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
+use superpacket_io::udp::{words, UdpSocket};
 use tokio::sync::Mutex;
 
 use crate::abort::AbortFlag;
@@ -410,7 +410,11 @@ impl NativePacketWriter {
             sock: udp.map(|u| u.socket().clone()),
             filter,
             drops: DropCounters::default(),
-            state: Mutex::new(PacketWriterState { write: WriteScratch::new(), open: Vec::new(), control: Control::new() }),
+            state: Mutex::new(PacketWriterState {
+                write: WriteScratch::new(),
+                open: Vec::new(),
+                control: Control::new(),
+            }),
         })
     }
 

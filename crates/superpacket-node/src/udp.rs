@@ -34,7 +34,6 @@ pub const RECV_META_HEADER: u32 = words::HEADER as u32;
 pub const RECV_META_PER_MESSAGE: u32 = words::PER_MESSAGE as u32;
 use napi::Result;
 
-
 /// Parses an address and port from JS.
 pub fn socket_addr(address: &str, port: u32) -> Result<SocketAddr> {
     let ip: IpAddr = address.parse().map_err(|_| invalid_argument(format!("'{address}' is not an IP address")))?;
@@ -160,7 +159,11 @@ impl NativeUdp {
         let sock = UdpSocket::bind(&opts).map_err(io_error)?;
         let empty = RecvMeta { addr: SocketAddr::from(([0, 0, 0, 0], 0)), len: 0, stride: 0 };
         let recv = RecvState { metas: vec![empty; RECV_MESSAGES], sources: Sources::default() };
-        Ok(NativeUdp { sock: Arc::new(sock), slot: std::sync::atomic::AtomicU32::new(u32::MAX), recv: std::sync::Mutex::new(recv) })
+        Ok(NativeUdp {
+            sock: Arc::new(sock),
+            slot: std::sync::atomic::AtomicU32::new(u32::MAX),
+            recv: std::sync::Mutex::new(recv),
+        })
     }
 
     /// The socket's number for the `fastOps()` callbacks on this thread (registered on the first call).
@@ -226,7 +229,11 @@ impl NativeUdp {
     pub fn take_sources(&self) -> SourceUpdate {
         let mut st = self.recv.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let new = st.sources.take();
-        SourceUpdate { reset: new.reset, first: new.first, peers: new.addrs.into_iter().map(|addr| NativePeer { addr }).collect() }
+        SourceUpdate {
+            reset: new.reset,
+            first: new.first,
+            peers: new.addrs.into_iter().map(|addr| NativePeer { addr }).collect(),
+        }
     }
 
     /// A destination checked and parsed once, for the send calls that take one.
@@ -243,7 +250,6 @@ impl NativeUdp {
         Ok(NativePeer { addr })
     }
 
-
     /// Sends one datagram, waiting for room.
     #[napi]
     pub async fn send_to(
@@ -255,7 +261,6 @@ impl NativeUdp {
         let dest = socket_addr(&address, port)?;
         self.sock.send_batch(&[(dest, &data[..])]).await.map_err(io_error)
     }
-
 
     /// Like `trySendLengths`, waiting for room until every datagram from `from` on is sent.
     #[napi]
@@ -270,7 +275,6 @@ impl NativeUdp {
         let msgs = datagrams(socket_addr(&address, port)?, &data, &lengths, from)?;
         self.sock.send_batch(&msgs).await.map_err(io_error)
     }
-
 
     /// Sends `data` (copied at the call) as `segment_size` datagrams with UDP_SEGMENT. An abort stops it
     /// before the next system call's worth of datagrams (`sent`: the datagrams that went out).
@@ -301,7 +305,8 @@ impl NativeUdp {
             return Err(invalid_argument("peers and datas must have one entry per datagram"));
         }
         let from = (from as usize).min(datas.len());
-        let msgs: Vec<(SocketAddr, &[u8])> = peers[from..].iter().zip(&datas[from..]).map(|(p, d)| (p.addr, &d[..])).collect();
+        let msgs: Vec<(SocketAddr, &[u8])> =
+            peers[from..].iter().zip(&datas[from..]).map(|(p, d)| (p.addr, &d[..])).collect();
         let sent = self.sock.try_send_batch(&msgs).map_err(io_error)?;
         Ok((from + sent) as u32)
     }
@@ -480,7 +485,9 @@ impl NativeSegmentWriter {
     fn destination(&self, sealed: Sealed) -> Result<Option<SocketAddr>> {
         match sealed {
             Sealed::To(addr) => Ok(Some(addr)),
-            Sealed::ToPeer => self.peer.map(Some).ok_or_else(|| invalid_argument("this framer needs a peer to send to")),
+            Sealed::ToPeer => {
+                self.peer.map(Some).ok_or_else(|| invalid_argument("this framer needs a peer to send to"))
+            }
             Sealed::Held | Sealed::Dropped(_) => Ok(None),
         }
     }
@@ -500,7 +507,11 @@ impl NativeSegmentWriter {
             peer,
             framer: framer.framer().clone(),
             js: framer.counters(),
-            state: Mutex::new(WriterState { out: Outbound::new(framer.framer().clone()), pending: None, control: Control::new() }),
+            state: Mutex::new(WriterState {
+                out: Outbound::new(framer.framer().clone()),
+                pending: None,
+                control: Control::new(),
+            }),
         })
     }
 
@@ -524,7 +535,8 @@ impl NativeSegmentWriter {
     /// rest of the frame in hand stays pending: call `flush`, then `tryWrite` the frames not accepted.
     #[napi]
     pub fn try_write(&self, frames: Vec<&[u8]>) -> Result<TryWrite> {
-        let mut guard = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        let mut guard =
+            self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
         let st = &mut *guard;
         if st.pending.is_some() || !st.control.is_empty() {
             return Ok(TryWrite { accepted: 0, pending: true });
@@ -554,7 +566,8 @@ impl NativeSegmentWriter {
     /// counters for them.
     #[napi]
     pub fn prepare(&self, frame: &[u8]) -> Result<PreparedSend> {
-        let mut guard = self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
+        let mut guard =
+            self.state.try_lock().map_err(|_| invalid_argument("a write on this writer is still running"))?;
         let st = &mut *guard;
         if st.pending.is_some() {
             return Err(invalid_argument("flush the pending write first"));

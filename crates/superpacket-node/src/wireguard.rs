@@ -76,7 +76,10 @@ fn peer_config(index: usize, p: &WgPeerOptions) -> std::result::Result<PeerConfi
     }
     pc.persistent_keepalive = match p.persistent_keepalive {
         None | Some(0) => None,
-        Some(s) => Some(u16::try_from(s).map_err(|_| ConfigError::new(field("persistentKeepalive"), "must be 0 to 65535 seconds"))?),
+        Some(s) => Some(
+            u16::try_from(s)
+                .map_err(|_| ConfigError::new(field("persistentKeepalive"), "must be 0 to 65535 seconds"))?,
+        ),
     };
     Ok(pc)
 }

@@ -65,7 +65,11 @@ pub(super) fn send_messages<'a, A: Borrow<SockAddr>>(
 
 /// Sends the first message of `msgs` with `send_to` if it is one datagram (segment size 0); returns 1 (0
 /// when `msgs` is empty). Without GSO no message is a train.
-pub(super) fn send_mixed<'a>(socket: &Socket, dest: &SockAddr, mut msgs: impl Iterator<Item = (&'a [u8], usize)>) -> io::Result<usize> {
+pub(super) fn send_mixed<'a>(
+    socket: &Socket,
+    dest: &SockAddr,
+    mut msgs: impl Iterator<Item = (&'a [u8], usize)>,
+) -> io::Result<usize> {
     match msgs.next() {
         Some((data, 0)) => socket.send_to(data, dest).map(|_| 1),
         Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "UDP GSO is not available on this platform")),

@@ -175,7 +175,11 @@ struct SegmentControl([u8; 24]);
 /// segment size of 0 sends the payload as one datagram and any other cuts it into datagrams of that
 /// size (a GSO train; the last may be shorter). Returns how many messages the kernel took (at least one),
 /// in order.
-pub(super) fn send_mixed<'a>(socket: &Socket, dest: &SockAddr, msgs: impl Iterator<Item = (&'a [u8], usize)>) -> io::Result<usize> {
+pub(super) fn send_mixed<'a>(
+    socket: &Socket,
+    dest: &SockAddr,
+    msgs: impl Iterator<Item = (&'a [u8], usize)>,
+) -> io::Result<usize> {
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(2) as usize };
     if space > mem::size_of::<SegmentControl>() {
@@ -309,7 +313,8 @@ pub(super) fn recv_messages(socket: &Socket, bufs: &mut [u8], metas: &mut [RecvM
     }
     // SAFETY: the first `count` headers are initialized and point to distinct, writable names, control
     // buffers and 64 KiB slots of `bufs`, all alive and not otherwise borrowed across the call.
-    let rc = unsafe { libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), count as c_uint, 0, ptr::null_mut()) };
+    let rc =
+        unsafe { libc::recvmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr().cast(), count as c_uint, 0, ptr::null_mut()) };
     // Negative means failure, with errno set.
     let received = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?.min(count);
     for i in 0..received {

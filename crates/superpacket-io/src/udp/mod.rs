@@ -490,6 +490,9 @@ impl UdpSocket {
             } else {
                 let msgs = plan[..count].iter().map(|m| (bytes_of(m), m.segment_size));
                 match fd.with(|s| sys::send_mixed(s, &to.dest, msgs)) {
+                    // sendmmsg takes at least one message or fails; were it ever to take none, the waiting
+                    // send would retry rather than this loop spin.
+                    Ok(0) => return Ok(sent),
                     Ok(n) => {
                         if n < count {
                             // sendmmsg parks the error that stopped it at message `n` on the socket, where a
@@ -526,7 +529,13 @@ impl UdpSocket {
 
     /// Sends one planned train through [`send_train`](Self::send_train); returns the datagrams and bytes
     /// that went out, or the error that stopped it before any did.
-    fn send_train_message(&self, fd: &Registered, to: &Train<'_>, bytes: &[u8], m: &Message) -> io::Result<(usize, usize)> {
+    fn send_train_message(
+        &self,
+        fd: &Registered,
+        to: &Train<'_>,
+        bytes: &[u8],
+        m: &Message,
+    ) -> io::Result<(usize, usize)> {
         let train = Train { buf: bytes, segment_size: m.segment_size, segments_per_gso: m.datagrams, ..to.clone() };
         let mut done = 0;
         let result = fd.with(|s| self.send_train(s, &train, &mut done));

@@ -210,7 +210,9 @@ pub fn datagrams<'a>(data: &'a mut [u8], msgs: &[Message]) -> Vec<(SocketAddr, &
     let mut rest: &'a mut [u8] = data;
     let mut base = 0usize;
     for m in msgs {
-        let Some((_, tail)) = std::mem::take(&mut rest).split_at_mut_checked(m.offset.saturating_sub(base)) else { break };
+        let Some((_, tail)) = std::mem::take(&mut rest).split_at_mut_checked(m.offset.saturating_sub(base)) else {
+            break;
+        };
         let Some((msg, tail)) = tail.split_at_mut_checked(m.len) else { break };
         rest = tail;
         base = m.offset + m.len;
