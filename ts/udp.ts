@@ -271,6 +271,9 @@ const BLOCK_LEFT_MIN = 4 << 16
 /** The sends JS makes most often, as plain N-API callbacks (no class unwrap or borrow bookkeeping per call). */
 const fast = binding.fastOps()
 
+/** Words of a destination as the native sends take it (`NativePeer.words`). */
+const PEER_WORDS = 8
+
 /** What a send that went out at once returns. */
 const DONE: Promise<void> = Promise.resolve()
 
@@ -294,8 +297,8 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   readonly #sync = new SyncFirst()
   /** {@link Peer} objects already parsed with the address and port they had, so reusing one parses it once. */
   readonly #peers = new WeakMap<Peer, { address: string; port: number; parsed: UdpPeer }>()
-  /** Destinations of `sendBatch(messages)` by port and address (1,024 at most, then started over). */
-  readonly #byAddress = new Map<string, UdpPeer>()
+  /** Destinations of `sendBatch(messages)` by address and port (1,024 of each at most, then started over). */
+  readonly #byAddress = new Map<string, Map<number, UdpPeer>>()
   /** The last send that had to wait for room: later sends queue behind it, so datagrams keep their order. */
   #waiting: Promise<void> | undefined
   /** The bound address. */
@@ -560,9 +563,14 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
       } else {
         // Datagrams to changing destinations: sendmmsg, up to 64 per system call.
         while (end < messages.length && peers[end + 1] !== peers[end]) end++
-        const natives = peers.slice(i, end).map((p) => p.native)
-        const datas = messages.slice(i, end).map((m) => m.data)
-        const next = this.#waiting === undefined ? n.trySendMessages(natives, datas, 0) : 0
+        // Each destination as its 8 address words, back to back: no object crosses to native per datagram.
+        const words = new Uint32Array((end - i) * PEER_WORDS)
+        const datas: Uint8Array[] = new Array(end - i)
+        for (let k = i; k < end; k++) {
+          words.set(peers[k]!.words, (k - i) * PEER_WORDS)
+          datas[k - i] = messages[k]!.data
+        }
+        const next = this.#waiting === undefined ? fast.trySendMessages(this.#slot, words, datas, 0) : 0
         part =
           next === datas.length
             ? DONE
@@ -584,12 +592,18 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
 
   /** A parsed destination for an address and port, remembered for the next messages to it. */
   #resolveAddress(address: string, port: number): UdpPeer {
-    const key = `${port} ${address}`
-    let p = this.#byAddress.get(key)
+    // By address, then port: no key string is built (and hashed) per message.
+    let ports = this.#byAddress.get(address)
+    let p = ports?.get(port)
     if (p === undefined) {
-      if (this.#byAddress.size >= 1024) this.#byAddress.clear()
+      if (ports === undefined) {
+        if (this.#byAddress.size >= 1024) this.#byAddress.clear()
+        ports = new Map()
+        this.#byAddress.set(address, ports)
+      }
+      if (ports.size >= 1024) ports.clear()
       p = this.peer(address, port)
-      this.#byAddress.set(key, p)
+      ports.set(port, p)
     }
     return p
   }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::ToNapiValue;
 use napi::{sys, JsError, Result};
+use superpacket_io::udp::words::ADDRESS_WORDS;
 use superpacket_io::udp::UdpSocket;
 
 use crate::error::{invalid_argument, io_error};
@@ -164,6 +165,35 @@ unsafe extern "C" fn try_send_lengths(env: sys::napi_env, info: sys::napi_callba
     }
 }
 
+/// `(slot, peers: Uint32Array, datas: Uint8Array[], from) -> index of the first datagram not sent`:
+/// `trySendMessages`, datagram `i` to the address in words `8 i .. 8 i + 8` of `peers` (`NativePeer.words`).
+unsafe extern "C" fn try_send_messages(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    unsafe {
+        finish(env, || {
+            let [slot, peers, datas, from] = args::<4>(env, info)?;
+            let slot = uint32(env, slot, "slot")?;
+            let words = typed::<u32>(env, peers, sys::TypedarrayType::uint32_array, "peers")?;
+            let mut count = 0u32;
+            if sys::napi_get_array_length(env, datas, &mut count) != sys::Status::napi_ok {
+                return Err(invalid_argument("datas must be an array of Uint8Array"));
+            }
+            if words.len() != count as usize * ADDRESS_WORDS {
+                return Err(invalid_argument("peers must hold 8 words per datagram"));
+            }
+            let from = uint32(env, from, "from")?.min(count);
+            let mut msgs = Vec::with_capacity((count - from) as usize);
+            for (i, w) in words.chunks_exact(ADDRESS_WORDS).enumerate().skip(from as usize) {
+                let mut v = ptr::null_mut();
+                if sys::napi_get_element(env, datas, i as u32, &mut v) != sys::Status::napi_ok {
+                    return Err(invalid_argument("datas must be an array of Uint8Array"));
+                }
+                msgs.push((peer_words(w)?, typed::<u8>(env, v, sys::TypedarrayType::uint8_array, "each of datas")?));
+            }
+            with_socket(slot, |s| s.try_send_batch(&msgs).map(|n| from + n as u32).map_err(io_error))
+        })
+    }
+}
+
 /// The object `fastOps()` returns: the callbacks above by name.
 pub struct FastOps;
 
@@ -171,10 +201,11 @@ type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> 
 
 impl ToNapiValue for FastOps {
     unsafe fn to_napi_value(env: sys::napi_env, _val: Self) -> Result<sys::napi_value> {
-        let ops: [(&std::ffi::CStr, Callback); 3] = [
+        let ops: [(&std::ffi::CStr, Callback); 4] = [
             (c"trySendTo", try_send_to),
             (c"trySendSegments", try_send_segments),
             (c"trySendLengths", try_send_lengths),
+            (c"trySendMessages", try_send_messages),
         ];
         let mut obj = ptr::null_mut();
         // SAFETY: plain N-API calls on the JS thread with valid out-pointers and NUL-terminated names.
@@ -198,10 +229,10 @@ fn check(status: sys::napi_status) -> Result<()> {
     }
 }
 
-/// The plain N-API send callbacks (`trySendTo`, `trySendSegments`, `trySendLengths`); they take the
+/// The plain N-API send callbacks (`trySendTo`, `trySendSegments`, `trySendLengths`, `trySendMessages`); they take the
 /// number `NativeUdp.slot()` gives.
 #[napi_derive::napi(
-    ts_return_type = "{ trySendTo(slot: number, peer: Uint32Array, data: Uint8Array): boolean; trySendSegments(slot: number, peer: Uint32Array, data: Uint8Array, segmentSize: number): number; trySendLengths(slot: number, peer: Uint32Array, data: Uint8Array, lengths: Uint32Array, from: number): number }"
+    ts_return_type = "{ trySendTo(slot: number, peer: Uint32Array, data: Uint8Array): boolean; trySendSegments(slot: number, peer: Uint32Array, data: Uint8Array, segmentSize: number): number; trySendLengths(slot: number, peer: Uint32Array, data: Uint8Array, lengths: Uint32Array, from: number): number; trySendMessages(slot: number, peers: Uint32Array, datas: Uint8Array[], from: number): number }"
 )]
 pub fn fast_ops() -> FastOps {
     FastOps

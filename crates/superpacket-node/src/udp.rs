@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{BigInt, Buffer, ClassInstance, Uint32Array, Uint32ArraySlice, Uint8ArraySlice};
+use napi::bindgen_prelude::{BigInt, Buffer, Uint32Array, Uint32ArraySlice, Uint8ArraySlice};
 use napi_derive::napi;
 use superpacket_core::framer::{Control, Framer, Sealed};
 use superpacket_io::datapath::Outbound;
@@ -289,26 +289,6 @@ impl NativeUdp {
     ) -> Result<()> {
         let dest = socket_addr(&address, port)?;
         send_trains(&self.sock, dest, &data, segment_size as usize, &abort).await
-    }
-
-    /// Sends what the socket takes now of `datas[from..]`, datagram `i` to `peers[i]`, with `sendmmsg` on
-    /// the JS thread; returns the index of the first one not sent (`datas.length` when all went out). The
-    /// rest goes with `sendBatch`.
-    #[napi]
-    pub fn try_send_messages(
-        &self,
-        #[napi(ts_arg_type = "NativePeer[]")] peers: Vec<ClassInstance<NativePeer>>,
-        #[napi(ts_arg_type = "Uint8Array[]")] datas: Vec<Uint8ArraySlice>,
-        from: u32,
-    ) -> Result<u32> {
-        if peers.len() != datas.len() {
-            return Err(invalid_argument("peers and datas must have one entry per datagram"));
-        }
-        let from = (from as usize).min(datas.len());
-        let msgs: Vec<(SocketAddr, &[u8])> =
-            peers[from..].iter().zip(&datas[from..]).map(|(p, d)| (p.addr, &d[..])).collect();
-        let sent = self.sock.try_send_batch(&msgs).map_err(io_error)?;
-        Ok((from + sent) as u32)
     }
 
     /// Sends one datagram (copied at the call) to each address, waiting for room. An abort takes effect
