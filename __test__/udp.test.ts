@@ -1,5 +1,6 @@
 import { createSocket } from 'node:dgram'
 import { readdirSync } from 'node:fs'
+import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
 import { coalescePackets, SuperpacketError, UdpSocket, type DatagramBatch, type JsFramer, type UdpPeer } from 'superpacket'
@@ -353,6 +354,40 @@ describe('UdpSocket sends from the JS thread, peer handles and one-buffer batche
     const { port, got } = await plainReceiver(1)
     await s.send(s.peer('127.0.0.1', port), new Uint8Array([1, 2, 3]))
     expect((await got).map((m) => [...m])).toEqual([[1, 2, 3]])
+  })
+})
+
+describe('UdpSocket in worker threads', () => {
+  it('sockets of a worker and of the main thread send side by side, each from its own socket', async () => {
+    const count = 5
+    // Each datagram with the port it came from.
+    const sink = createSocket('udp4')
+    const got: string[] = []
+    sink.on('message', (m, from) => got.push(`${m} ${from.port}`))
+    await new Promise<void>((resolve) => sink.bind(0, '127.0.0.1', resolve))
+    const port = sink.address().port
+    try {
+      const worker = new Worker(new URL('./helpers/udp-worker.mjs', import.meta.url), { workerData: { port, count } })
+      const reported = new Promise<{ a: number; b: number }>((resolve, reject) => {
+        worker.once('message', resolve)
+        worker.once('error', reject)
+      })
+      const s = await bind()
+      for (let i = 0; i < count; i++) await s.send(s.peer('127.0.0.1', port), Buffer.from(`main-${i}`))
+      const ports = await reported
+      await worker.terminate()
+      // The worker's sockets are gone; the main thread's still sends.
+      for (let i = count; i < 2 * count; i++) await s.send(s.peer('127.0.0.1', port), Buffer.from(`main-${i}`))
+      const want = [
+        ...Array.from({ length: 2 * count }, (_, i) => `main-${i} ${s.address.port}`),
+        ...Array.from({ length: count }, (_, i) => `worker-a-${i} ${ports.a}`),
+        ...Array.from({ length: count }, (_, i) => `worker-b-${i} ${ports.b}`),
+      ]
+      for (let t = 0; t < 100 && got.length < want.length; t++) await new Promise((r) => setTimeout(r, 20))
+      expect(got.sort()).toEqual(want.sort())
+    } finally {
+      sink.close()
+    }
   })
 })
 
