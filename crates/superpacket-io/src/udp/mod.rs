@@ -404,7 +404,7 @@ impl UdpSocket {
         match fd.with(|s| self.send_train(s, &train, &mut sent)) {
             Ok(()) => Ok(sent),
             // Out of buffers is a full socket to the caller: the waiting send takes over and retries.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(sent),
+            Err(e) if is_would_block(&e) => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
         }
     }
@@ -450,7 +450,7 @@ impl UdpSocket {
         match fd.with(|s| self.send_messages(s, msgs, &mut sent)) {
             Ok(()) => Ok(sent),
             // Out of buffers is a full socket to the caller: the waiting send takes over and retries.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(sent),
+            Err(e) if is_would_block(&e) => Ok(sent),
             Err(e) => Err(IoError::from_os(sys::SEND_SYSCALL, &e)),
         }
     }
@@ -560,7 +560,7 @@ impl UdpSocket {
                 self.counters.sent(1, data.len(), false);
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_out_of_buffers(&e) => Ok(false),
+            Err(e) if is_would_block(&e) => Ok(false),
             Err(e) => Err(IoError::from_os(SEND_TO_SYSCALL, &e)),
         }
     }
