@@ -458,3 +458,30 @@ fn gso_over_veth_with_checksum_offload_stays_on() {
     assert_eq!((run.stats.gso_fallbacks, run.stats.tx_gso_sends), (0, BURSTS as u64));
     assert_received(&run.got, run.from, &run.want);
 }
+
+/// The reactor watches a socket only from its first native wait for datagrams on: datagrams that were
+/// queued before that wait (and before any registration) must still wake it, and so must later ones.
+#[tokio::test]
+async fn a_first_wait_finds_datagrams_queued_before_it_and_later_waits_find_new_ones() {
+    let rx = bind("127.0.0.1:0", false, false);
+    let tx = bind("127.0.0.1:0", false, false);
+    tx.try_send_to(rx.local_addr(), b"before").expect("send");
+    // Let the datagram reach the queue before the wait registers the socket.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::timeout(DEADLINE, rx.wait_readable())
+        .await
+        .expect("the first wait missed a queued datagram")
+        .expect("wait");
+    let got = recv_datagrams(&rx, 1).await;
+    assert_eq!(got[0].1, b"before");
+    for i in 0..3u8 {
+        let wait = rx.wait_readable();
+        let send = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tx.try_send_to(rx.local_addr(), &[i]).expect("send");
+        };
+        let (woke, ()) = tokio::join!(tokio::time::timeout(DEADLINE, wait), send);
+        woke.expect("a later wait missed its datagram").expect("wait");
+        assert_eq!(recv_datagrams(&rx, 1).await[0].1, [i]);
+    }
+}

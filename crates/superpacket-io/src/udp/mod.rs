@@ -345,6 +345,14 @@ impl UdpSocket {
         self.fd()?.with(|s| sys::set_udp_checksums(s, on))
     }
 
+    /// A second descriptor of the socket (`dup`, close-on-exec) for an event loop other than tokio's to
+    /// watch for readiness. It keeps the socket open (and its port bound) until it is closed too.
+    #[cfg(unix)]
+    pub fn duplicate_fd(&self) -> Result<std::os::fd::OwnedFd, IoError> {
+        let copy = self.fd()?.with(|s| s.try_clone()).map_err(|e| IoError::from_os("dup", &e))?;
+        Ok(copy.into())
+    }
+
     /// The bound address (with the port the system picked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local

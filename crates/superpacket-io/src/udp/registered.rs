@@ -1,29 +1,53 @@
-//! A socket registered with the tokio reactor: `AsyncFd` where there are file descriptors, a tokio
-//! `UdpSocket` on Windows. The rest of the UDP code sees one `&Socket` either way.
+//! A socket registered with the tokio reactor: on Unix the socket itself plus, from the first native
+//! wait for datagrams on, a duplicate registered for readable events; a tokio `UdpSocket` on Windows. The
+//! rest of the UDP code sees one `&Socket` either way.
 
 use std::io;
+#[cfg(unix)]
+use std::os::fd::{AsFd, OwnedFd};
+#[cfg(unix)]
+use std::sync::OnceLock;
 
 use socket2::Socket;
+#[cfg(unix)]
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-/// A nonblocking socket the tokio reactor watches.
+/// A nonblocking socket the tokio reactor watches when a native operation waits on it.
 pub(super) struct Registered {
     #[cfg(unix)]
-    inner: tokio::io::unix::AsyncFd<Socket>,
+    socket: Socket,
+    /// Registered by the first native wait for datagrams, and kept. Until then the reactor does not watch
+    /// the socket: a socket that JS receives from (waiting on its own event loop) or that only sends does not
+    /// wake a tokio thread for every datagram that arrives, which costs the receiver's CPU on a small machine.
+    #[cfg(unix)]
+    readable: OnceLock<AsyncFd<OwnedFd>>,
     #[cfg(windows)]
     inner: tokio::net::UdpSocket,
 }
 
 impl Registered {
-    /// Registers `socket`, which must be nonblocking, for readable events (writes that find it full watch
-    /// it for writability while they wait: see `crate::readiness`).
+    /// Takes `socket`, which must be nonblocking. Nothing is registered yet: native waits for datagrams
+    /// register a duplicate for readable events (see `readable`), writes that find it full watch a
+    /// duplicate for writability while they wait (see `crate::readiness`).
     #[cfg(unix)]
     pub(super) fn new(socket: Socket) -> io::Result<Registered> {
-        // SAFETY: the Socket owns its descriptor, which stays open and the same until the AsyncFd drops it;
-        // nothing here swaps the Socket out (no mutable access is ever taken).
-        let inner = unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
-        Ok(Registered { inner })
+        Ok(Registered { socket, readable: OnceLock::new() })
+    }
+
+    /// The duplicate registered for readable events, registered now if no wait did before. Registering
+    /// reports readiness the socket has already, so no datagram that came before is missed.
+    #[cfg(unix)]
+    fn readable(&self) -> io::Result<&AsyncFd<OwnedFd>> {
+        if let Some(r) = self.readable.get() {
+            return Ok(r);
+        }
+        let dup = self.socket.as_fd().try_clone_to_owned()?;
+        // SAFETY: the AsyncFd owns the duplicate, which stays open and the same until the AsyncFd drops it.
+        let r = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        // A wait that registered at the same time wins; this one's registration is dropped (and removed).
+        let _ = self.readable.set(r);
+        self.readable.get().ok_or_else(|| io::Error::other("the readable registration vanished"))
     }
 
     /// Registers `socket`, which must be nonblocking, with tokio's IOCP reactor.
@@ -36,7 +60,7 @@ impl Registered {
     /// Runs `f` on the socket right away.
     pub(super) fn with<R>(&self, f: impl FnOnce(&Socket) -> R) -> R {
         #[cfg(unix)]
-        return f(self.inner.get_ref());
+        return f(&self.socket);
         #[cfg(windows)]
         return f(&socket2::SockRef::from(&self.inner));
     }
@@ -46,11 +70,11 @@ impl Registered {
     pub(super) async fn io<R>(&self, interest: Interest, mut f: impl FnMut(&Socket) -> io::Result<R>) -> io::Result<R> {
         #[cfg(unix)]
         if interest.is_writable() {
-            let s = self.inner.get_ref();
-            return crate::readiness::write_when_ready(std::os::fd::AsFd::as_fd(s), || f(s)).await;
+            let s = &self.socket;
+            return crate::readiness::write_when_ready(s.as_fd(), || f(s)).await;
         }
         #[cfg(unix)]
-        return self.inner.async_io(interest, |s| f(s)).await;
+        return self.readable()?.async_io(interest, |_| f(&self.socket)).await;
         #[cfg(windows)]
         return self.inner.async_io(interest, || f(&socket2::SockRef::from(&self.inner))).await;
     }
