@@ -1,5 +1,7 @@
+import { execFileSync } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { readdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
@@ -168,6 +170,8 @@ describe('UdpSocket on loopback', () => {
     setTimeout(() => void rx.close(), 100)
     expect(await iterated).toBe(0)
     expect(Date.now() - t0).toBeLessThan(3000)
+    // Nothing holds the socket open any more: its port binds again at once.
+    await (await UdpSocket.bind({ address: '127.0.0.1', port: rx.address.port })).close()
     let err: unknown
     try {
       await rx.send({ address: '127.0.0.1', port: 9 }, Buffer.from('x'))
@@ -388,6 +392,49 @@ describe('UdpSocket in worker threads', () => {
     } finally {
       sink.close()
     }
+  })
+})
+
+describe('UdpSocket receives wait on the event loop of their thread', () => {
+  it('a worker that ends while its receive waits ends cleanly, and the main thread receives on', async () => {
+    const worker = new Worker(new URL('./helpers/udp-recv-worker.mjs', import.meta.url))
+    const messages: Record<string, unknown>[] = []
+    let next: (() => void) | undefined
+    worker.on('message', (m: Record<string, unknown>) => {
+      messages.push(m)
+      next?.()
+    })
+    const failed = new Promise<never>((_, reject) => worker.once('error', reject))
+    const until = async (key: string): Promise<Record<string, unknown>> => {
+      for (let t = 0; t < 200; t++) {
+        const m = messages.find((x) => key in x)
+        if (m !== undefined) return m
+        await Promise.race([new Promise<void>((r) => ((next = r), setTimeout(r, 50))), failed])
+      }
+      throw new Error(`the worker never reported ${key}`)
+    }
+    const { port } = (await until('port')) as { port: number }
+    const tx = await bind()
+    await tx.send(tx.peer('127.0.0.1', port), Buffer.from('to the worker'))
+    expect((await until('got')).got).toBe('to the worker')
+    await until('waiting')
+    expect(await worker.terminate()).toBe(1)
+    // This thread's sockets receive as before.
+    const rx = await bind()
+    const got = rx.receive({ signal: AbortSignal.timeout(5000) })
+    await tx.send(rx.address, Buffer.from('to the main thread'))
+    expect((await got).datagrams()[0]!.toString()).toBe('to the main thread')
+  })
+
+  it('a socket that received and is dropped without close() is collected: descriptors closed, port free', () => {
+    const out = execFileSync(process.execPath, ['--expose-gc', fileURLToPath(new URL('./helpers/udp-gc.mjs', import.meta.url))], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    })
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { before: number; during: number; after: number; rebound: boolean }
+    expect(r.during).toBeGreaterThan(r.before)
+    expect(r.after).toBe(r.before)
+    expect(r.rebound).toBe(true)
   })
 })
 

@@ -194,6 +194,79 @@ unsafe extern "C" fn try_send_messages(env: sys::napi_env, info: sys::napi_callb
     }
 }
 
+/// `(slot, callback: (status: number) => void) -> watch | undefined`: `watchOpen`, a readiness watch of the
+/// socket on this thread's event loop (see `watch.rs`); `undefined` where there is none (Windows).
+unsafe extern "C" fn watch_open(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    unsafe {
+        let made = (|| -> Result<sys::napi_value> {
+            let [slot, callback] = args::<2>(env, info)?;
+            let slot = uint32(env, slot, "slot")?;
+            let mut kind = 0;
+            if sys::napi_typeof(env, callback, &mut kind) != sys::Status::napi_ok
+                || kind != sys::ValueType::napi_function
+            {
+                return Err(invalid_argument("callback must be a function"));
+            }
+            #[cfg(unix)]
+            {
+                let fd = with_socket(slot, |s| s.duplicate_fd().map_err(io_error))?;
+                crate::watch::open(env, fd, callback)
+            }
+            #[cfg(not(unix))]
+            {
+                with_socket(slot, |_| Ok(()))?;
+                let mut undefined = ptr::null_mut();
+                check(sys::napi_get_undefined(env, &mut undefined))?;
+                Ok(undefined)
+            }
+        })();
+        match made {
+            Ok(v) => v,
+            Err(e) => {
+                JsError::from(e).throw_into(env);
+                ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// `(watch) -> boolean`: `watchArm`, arms the watch for one wake-up; false once it is closed.
+unsafe extern "C" fn watch_arm(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    unsafe {
+        finish(env, || {
+            let [w] = args::<1>(env, info)?;
+            watch_call(env, w, true)
+        })
+    }
+}
+
+/// `(watch) -> boolean`: `watchClose`, closes the watch (harmless twice).
+unsafe extern "C" fn watch_close(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    unsafe {
+        finish(env, || {
+            let [w] = args::<1>(env, info)?;
+            watch_call(env, w, false)
+        })
+    }
+}
+
+#[cfg(unix)]
+unsafe fn watch_call(env: sys::napi_env, w: sys::napi_value, arm: bool) -> Result<bool> {
+    // SAFETY: the caller's env and argument, on the JS thread.
+    unsafe {
+        if arm {
+            crate::watch::arm(env, w)
+        } else {
+            crate::watch::close(env, w).map(|()| false)
+        }
+    }
+}
+
+#[cfg(not(unix))]
+unsafe fn watch_call(_env: sys::napi_env, _w: sys::napi_value, _arm: bool) -> Result<bool> {
+    Err(invalid_argument("readiness watches exist on Unix only"))
+}
+
 /// The object `fastOps()` returns: the callbacks above by name.
 pub struct FastOps;
 
@@ -201,11 +274,14 @@ type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> 
 
 impl ToNapiValue for FastOps {
     unsafe fn to_napi_value(env: sys::napi_env, _val: Self) -> Result<sys::napi_value> {
-        let ops: [(&std::ffi::CStr, Callback); 4] = [
+        let ops: [(&std::ffi::CStr, Callback); 7] = [
             (c"trySendTo", try_send_to),
             (c"trySendSegments", try_send_segments),
             (c"trySendLengths", try_send_lengths),
             (c"trySendMessages", try_send_messages),
+            (c"watchOpen", watch_open),
+            (c"watchArm", watch_arm),
+            (c"watchClose", watch_close),
         ];
         let mut obj = ptr::null_mut();
         // SAFETY: plain N-API calls on the JS thread with valid out-pointers and NUL-terminated names.
@@ -229,10 +305,11 @@ fn check(status: sys::napi_status) -> Result<()> {
     }
 }
 
-/// The plain N-API send callbacks (`trySendTo`, `trySendSegments`, `trySendLengths`, `trySendMessages`); they take the
-/// number `NativeUdp.slot()` gives.
+/// The plain N-API send callbacks (`trySendTo`, `trySendSegments`, `trySendLengths`, `trySendMessages`) and the
+/// readiness watches of receives (`watchOpen`, `watchArm`, `watchClose`); they take the number
+/// `NativeUdp.slot()` gives.
 #[napi_derive::napi(
-    ts_return_type = "{ trySendTo(slot: number, peer: Uint32Array, data: Uint8Array): boolean; trySendSegments(slot: number, peer: Uint32Array, data: Uint8Array, segmentSize: number): number; trySendLengths(slot: number, peer: Uint32Array, data: Uint8Array, lengths: Uint32Array, from: number): number; trySendMessages(slot: number, peers: Uint32Array, datas: Uint8Array[], from: number): number }"
+    ts_return_type = "{ trySendTo(slot: number, peer: Uint32Array, data: Uint8Array): boolean; trySendSegments(slot: number, peer: Uint32Array, data: Uint8Array, segmentSize: number): number; trySendLengths(slot: number, peer: Uint32Array, data: Uint8Array, lengths: Uint32Array, from: number): number; trySendMessages(slot: number, peers: Uint32Array, datas: Uint8Array[], from: number): number; watchOpen(slot: number, callback: (status: number) => void): object | undefined; watchArm(watch: object): boolean; watchClose(watch: object): boolean }"
 )]
 pub fn fast_ops() -> FastOps {
     FastOps

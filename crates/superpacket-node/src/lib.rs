@@ -18,4 +18,6 @@ mod packet;
 mod tun;
 mod tunnel;
 mod udp;
+#[cfg(unix)]
+mod watch;
 mod wireguard;
