@@ -46,9 +46,12 @@ if (privileged('TUN')) {
       expect(r.after).toBe(r.before)
     })
 
-    it('closing during a pending read ends the iterator cleanly', () => {
-      const r = probe(['close-during-read']) as { iteratorEnded: boolean; readResult: string; ms: number }
+    it('closing during a pending read ends the iterator cleanly and leaves no descriptor of the device open', () => {
+      const r = probe(['close-during-read']) as { iteratorEnded: boolean; readResult: string; ms: number; tunFdsWaiting: number; tunFdsAfter: number }
       expect(r.iteratorEnded).toBe(true)
+      // The queue and the duplicate the JS thread's event loop watches while the read waits; none after.
+      expect(r.tunFdsWaiting).toBe(2)
+      expect(r.tunFdsAfter).toBe(0)
       expect(['value', 'ERR_SUPERPACKET_CLOSED']).toContain(r.readResult)
       expect(r.ms).toBeLessThan(5000)
     })

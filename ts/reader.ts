@@ -4,6 +4,7 @@
  * @module
  */
 import { abortedError, busyError, fromNative, SuperpacketAbortError, SuperpacketError } from './errors.js'
+import { binding } from './native.js'
 
 /**
  * Runs one native read at a time. Aborting a read does not lose what the native read returns later: the
@@ -170,6 +171,71 @@ export class SyncFirst {
     }
     this.#streak = 0
     return slow()
+  }
+}
+
+/** The readiness watches' plain N-API callbacks (see `watch.rs`). */
+const watchOps = binding.fastOps()
+
+/** Where a watch's callback finds the read waiting for it (holds nothing of the socket or device). */
+interface Waker {
+  wake: ((status: number) => void) | undefined
+}
+
+/**
+ * The callback handed to the native watch. Made here, away from any socket's or device's closures, so
+ * that the native reference to it keeps only the waker alive: a socket or device dropped without
+ * `close()` is still collected (its watch and descriptor closed by the finalizer).
+ */
+function wakeCallback(waker: Waker): (status: number) => void {
+  return (status) => {
+    const w = waker.wake
+    waker.wake = undefined
+    w?.(status)
+  }
+}
+
+/**
+ * A descriptor watched for readability on this thread's own event loop (libuv), so that the kernel wakes
+ * the JS thread itself when data arrives, instead of a runtime thread that then signals the JS thread.
+ * Opened by the first wait (nothing is watched for a socket or queue that is never read from JS).
+ * @internal
+ */
+export class ReadyWatch {
+  /** `undefined` until the first wait; `null` once closed, or where there is no watch. */
+  #watch: object | undefined | null
+  readonly #waker: Waker = { wake: undefined }
+
+  constructor(private readonly open: (callback: (status: number) => void) => object | undefined) {}
+
+  /**
+   * Resolves when data may be ready to read (or the watch was closed: the read that follows says what
+   * happened). Without a watch, or if libuv reports one broken, `fallback` (the native wait) does it.
+   */
+  ready(fallback: () => Promise<void>): Promise<void> {
+    if (this.#watch === undefined) {
+      try {
+        this.#watch = this.open(wakeCallback(this.#waker)) ?? null
+      } catch {
+        // No descriptor left for it (EMFILE), or no watch on this platform.
+        this.#watch = null
+      }
+    }
+    const watch = this.#watch
+    if (watch === null || !watchOps.watchArm(watch)) return fallback()
+    const waker = this.#waker
+    return new Promise((resolve, reject) => {
+      waker.wake = (status) => (status < 0 ? fallback().then(resolve, reject) : resolve())
+    })
+  }
+
+  /** Closes the watch and its descriptor; a read waiting on it looks again (and then finds it closed). */
+  close(): void {
+    if (this.#watch != null) watchOps.watchClose(this.#watch)
+    this.#watch = null
+    const w = this.#waker.wake
+    this.#waker.wake = undefined
+    w?.(0)
   }
 }
 

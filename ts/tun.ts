@@ -7,7 +7,7 @@ import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
 import type { DatagramBatch, Peer, UdpSocket } from './udp.js'
 import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type NativeFramer } from './framer.js'
 import { binding } from './native.js'
-import { checkNotHeld, hold, iterate, ReadQueue, reusedBuffer, SyncFirst } from './reader.js'
+import { checkNotHeld, hold, iterate, ReadQueue, ReadyWatch, reusedBuffer, SyncFirst } from './reader.js'
 import { Superpacket, VNET_HDR_LEN } from './superpacket.js'
 
 type NativeTun = InstanceType<typeof binding.NativeTun>
@@ -131,8 +131,16 @@ export interface PacketWriterOptions {
 }
 
 const MAX_FRAMES_PER_READ = 32
-/** Room for four largest frames (virtio_net_hdr + 64 KiB) per read with `reuseBuffers`. */
+/** Room for four largest frames (virtio_net_hdr + 64 KiB) per read. */
 const REUSED_READ_BYTES = 4 * (VNET_HDR_LEN + 65535)
+/** Bytes of the blocks reads without `reuseBuffers` cut their batches from. */
+const READ_BLOCK_BYTES = 1 << 20
+
+/** Without `reuseBuffers`: a queue's current block and how much of it batches took. */
+interface ReadBlock {
+  buf: Buffer
+  used: number
+}
 
 /**
  * A TUN device. Reading yields {@link Superpacket}s: with offloads, one read returns up to 64 KiB of TCP or
@@ -148,6 +156,10 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
   readonly #sync = new SyncFirst()
   /** With `reuseBuffers`: each queue's read buffer. */
   readonly #reused: Buffer[] | undefined
+  /** Without `reuseBuffers`: each queue's block; every batch owns its part (no copy, no reuse). */
+  readonly #blocks: (ReadBlock | undefined)[]
+  /** Each queue watched for readability on this thread's event loop (Linux), opened by its first read that waits. */
+  readonly #watches: ReadyWatch[]
   /** The interface name. */
   readonly name: string
   /** The interface MTU. */
@@ -165,7 +177,17 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
     this.mtu = info.mtu
     this.queues = info.queues
     this.offloads = Object.freeze({ ...info.offloads })
+    this.#blocks = new Array<ReadBlock | undefined>(info.queues)
+    this.#watches = Array.from({ length: info.queues }, (_, q) => new ReadyWatch((callback) => n.watch(q, callback)))
     this.#readers = Array.from({ length: info.queues }, (_, q) => new ReadQueue(() => this.#readBatch(q), reuseBuffers))
+  }
+
+  /** Closes the device: reads waiting for frames end cleanly (iterators finish). */
+  override async close(): Promise<void> {
+    // Waiting reads look again and, finding their watch closed, wait on the native queue, which the close
+    // below ends.
+    for (const w of this.#watches) w.close()
+    await super.close()
   }
 
   /**
@@ -195,24 +217,19 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
 
   async #readBatch(queue: number): Promise<Superpacket[]> {
     const n = this.native
-    const batch =
-      this.#reused === undefined
-        ? await this.#sync.run(
-            () => n.tryRead(queue, MAX_FRAMES_PER_READ),
-            () => n.read(queue, MAX_FRAMES_PER_READ),
-          )
-        : await this.#sync.run(
-            () => this.#tryReadInto(n, queue),
-            async () => {
-              // The wait happens in native memory; the frame is copied into the JS buffer here, on the JS
-              // thread. `null` only if another read took the staged frame first.
-              for (;;) {
-                await n.readStaged(queue)
-                const r = this.#tryReadInto(n, queue)
-                if (r !== null) return r
-              }
-            },
-          )
+    const watch = this.#watches[queue]!
+    const batch = await this.#sync.run(
+      () => this.#tryReadInto(n, queue),
+      async () => {
+        // Frames go into JS memory here, on the JS thread. `null` only if another read took what woke the
+        // wait. Without a watch the wait happens in native memory (a frame staged there is taken first).
+        for (;;) {
+          await watch.ready(() => n.readStaged(queue))
+          const r = this.#tryReadInto(n, queue)
+          if (r !== null) return r
+        }
+      },
+    )
     const out: Superpacket[] = new Array(batch.lengths.length)
     let off = 0
     for (let i = 0; i < batch.lengths.length; i++) {
@@ -223,15 +240,35 @@ export class Tun extends NativeHandle<NativeTun> implements AsyncIterable<Superp
     return out
   }
 
-  /** With `reuseBuffers`: reads what is ready straight into the queue's buffer, on the JS thread. */
+  /**
+   * Reads what is ready straight into JS memory, on the JS thread: the queue's buffer with `reuseBuffers`,
+   * else the next part of the queue's block.
+   */
   #tryReadInto(n: NativeTun, queue: number): { data: Buffer; lengths: number[]; segments: number[] } | null {
-    const reused = this.#reused!
-    let into = reused[queue]!
-    // Transferred away (detached): reads go on in a new buffer.
-    if (into.byteLength === 0) into = reused[queue] = reusedBuffer(REUSED_READ_BYTES)
-    checkNotHeld(into)
+    const reused = this.#reused
+    let into: Buffer
+    let block: ReadBlock | undefined
+    if (reused !== undefined) {
+      into = reused[queue]!
+      // Transferred away (detached): reads go on in a new buffer.
+      if (into.byteLength === 0) into = reused[queue] = reusedBuffer(REUSED_READ_BYTES)
+      checkNotHeld(into)
+    } else {
+      block = this.#blocks[queue]
+      if (block === undefined || block.buf.length - block.used < REUSED_READ_BYTES) {
+        block = this.#blocks[queue] = { buf: Buffer.allocUnsafeSlow(READ_BLOCK_BYTES), used: 0 }
+      }
+      into = block.buf.subarray(block.used, block.used + REUSED_READ_BYTES)
+    }
     const r = n.tryReadInto(queue, into, MAX_FRAMES_PER_READ)
-    return r === null ? null : { data: into, lengths: r.lengths, segments: r.segments }
+    if (r === null) return null
+    if (block !== undefined) {
+      let used = 0
+      for (const len of r.lengths) used += len
+      // The next batch starts on an 8-byte boundary after this one.
+      block.used += (used + 7) & ~7
+    }
+    return { data: into, lengths: r.lengths, segments: r.segments }
   }
 
   /** Reads a batch of frames (at least one), waiting until one arrives. */

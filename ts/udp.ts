@@ -7,7 +7,7 @@ import { abortedError, fromNative, invalidArgument, native, nativeAsync, Superpa
 import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
 import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type JsFramer, type NativeFramer, type NativeFramerHandle } from './framer.js'
 import { binding } from './native.js'
-import { checkNotHeld, hold, iterate, ReadQueue, reusedBuffer, SyncFirst } from './reader.js'
+import { checkNotHeld, hold, iterate, ReadQueue, ReadyWatch, reusedBuffer, SyncFirst } from './reader.js'
 import { Superpacket } from './superpacket.js'
 
 type NativeUdp = InstanceType<typeof binding.NativeUdp>
@@ -277,24 +277,6 @@ const PEER_WORDS = 8
 /** What a send that went out at once returns. */
 const DONE: Promise<void> = Promise.resolve()
 
-/** Where a readiness watch's callback finds the receive waiting for it (holds nothing of the socket). */
-interface Waker {
-  wake: ((status: number) => void) | undefined
-}
-
-/**
- * The callback of a socket's readiness watch. Made here, away from the socket's closures, so that the
- * native reference to it keeps only the waker alive, not the socket: a socket dropped without `close()`
- * is still collected.
- */
-function wakeCallback(waker: Waker): (status: number) => void {
-  return (status) => {
-    const w = waker.wake
-    waker.wake = undefined
-    w?.(status)
-  }
-}
-
 function checkPeer(peer: Peer): void {
   if (typeof peer?.address !== 'string' || !Number.isInteger(peer.port) || peer.port < 1 || peer.port > 65535) {
     throw invalidArgument('peer must be { address: string, port: 1..65535 }')
@@ -323,37 +305,15 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
   readonly address: Readonly<BoundAddress>
   /** The socket's number for the {@link fast} sends. */
   readonly #slot: number
-  /**
-   * The socket watched for readability on this thread's event loop (Unix), so that the kernel wakes the
-   * JS thread itself when datagrams arrive. Opened by the first receive that waits (a socket that only
-   * sends has none); `undefined` before, and where there is none (waits then go through the native
-   * runtime); `null` once closed.
-   */
-  #watch: object | undefined | null
-  readonly #waker: Waker = { wake: undefined }
+  /** The socket watched for readability on this thread's event loop (Unix), opened by the first receive that waits. */
+  readonly #watch: ReadyWatch
 
   private constructor(n: NativeUdp, reuseBuffers: boolean) {
     super(n, 'the UDP socket')
     this.#slot = n.slot()
-    const waker = this.#waker
-    let opened = false
-    /** Resolves when a datagram may be queued (or the socket was closed: the receive that follows says). */
-    const readable = (n: NativeUdp): Promise<void> => {
-      if (!opened) {
-        opened = true
-        try {
-          if (this.#watch === undefined) this.#watch = fast.watchOpen(this.#slot, wakeCallback(waker))
-        } catch {
-          // No descriptor left for the watch (EMFILE): waits go through the native runtime.
-        }
-      }
-      const watch = this.#watch
-      if (watch == null || !fast.watchArm(watch)) return n.waitReadable()
-      return new Promise((resolve, reject) => {
-        // A broken watch (libuv reports an error) hands the wait to the native runtime.
-        waker.wake = (status) => (status < 0 ? n.waitReadable().then(resolve, reject) : resolve())
-      })
-    }
+    const slot = this.#slot
+    this.#watch = new ReadyWatch((callback) => fast.watchOpen(slot, callback))
+    const watch = this.#watch
     const info = n.info()
     this.address = Object.freeze({ address: info.address, port: info.port, family: isIPv6(info.address) ? 'IPv6' : 'IPv4' })
     const room = info.recvRoom
@@ -402,7 +362,7 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
           // The wait holds nothing of JS; the datagrams go into JS memory here, on the JS thread. `null`
           // only if something else took what woke the wait.
           for (;;) {
-            await readable(n)
+            await watch.ready(() => n.waitReadable())
             const b = receiveNow(n)
             if (b !== null) return b
           }
@@ -431,12 +391,9 @@ export class UdpSocket extends NativeHandle<NativeUdp> implements AsyncIterable<
 
   /** Closes the socket: a receive waiting for datagrams ends cleanly (iterators finish). */
   override async close(): Promise<void> {
-    if (this.#watch != null) fast.watchClose(this.#watch)
-    this.#watch = null
     // The waiting receive looks again and, finding the watch closed, waits on the native socket, which
     // the close below ends.
-    this.#waker.wake?.(0)
-    this.#waker.wake = undefined
+    this.#watch.close()
     await super.close()
   }
 

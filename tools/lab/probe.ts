@@ -91,9 +91,13 @@ async function main(): Promise<unknown> {
         () => 'value',
         (e: SuperpacketError) => e.code,
       )
-      setTimeout(() => void tun.close(), 200)
+      // The reads wait on this thread's event loop, which watches a second descriptor of the queue.
+      await new Promise((r) => setTimeout(r, 200))
+      const tunFdsWaiting = tunFds()
+      await tun.close()
       const [frames, readResult] = await Promise.all([iterated, pendingRead])
-      return { iteratorEnded: true, frames, readResult, ms: Date.now() - t0 }
+      // Nothing of the device is left open once close() resolved.
+      return { iteratorEnded: true, frames, readResult, ms: Date.now() - t0, tunFdsWaiting, tunFdsAfter: tunFds() }
     }
     default:
       throw new Error(`unknown probe '${positionals[0]}'`)

@@ -270,6 +270,33 @@ impl NativeTun {
         }
     }
 
+    /// A readiness watch of queue `queue` on this thread's event loop (see `watch.rs`): `callback` is
+    /// called on each wake-up it was armed for (`watchArm`). Throws where there is none (not Linux).
+    #[napi(ts_return_type = "object")]
+    pub fn watch<'e>(
+        &self,
+        env: &'e napi::Env,
+        queue: u32,
+        #[napi(ts_arg_type = "(status: number) => void")] callback: napi::Unknown<'e>,
+    ) -> Result<napi::Unknown<'e>> {
+        let q = self.queue(queue)?;
+        #[cfg(target_os = "linux")]
+        {
+            use napi::JsValue;
+            let fd = q.duplicate_fd().map_err(io_error)?;
+            // SAFETY: the env and the argument of this call, on the JS thread.
+            unsafe {
+                let ext = crate::watch::open(env.raw(), fd, callback.raw())?;
+                Ok(napi::Unknown::from_raw_unchecked(env.raw(), ext))
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (q, env, callback);
+            Err(invalid_argument("readiness watches of a TUN queue exist on Linux only"))
+        }
+    }
+
     /// Waits for a frame and keeps it in the queue's own buffer for the next `tryReadInto` (or read) to
     /// take. An asynchronous read never holds a JS buffer: the runtime thread would write into memory that
     /// JS may reuse or detach meanwhile.

@@ -9,6 +9,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 
 use superpacket_core::{checksum, packet, VirtioNetHdr, VNET_HDR_LEN};
 use tokio::io::unix::AsyncFd;
@@ -26,24 +27,47 @@ const UDP_OFFLOADS: libc::c_uint = libc::TUN_F_USO4 | libc::TUN_F_USO6;
 /// drops (and as many retransmits) per 256 MiB at 500, 1 at 4,000.
 const PLAIN_TX_QUEUE_LEN: u32 = 4096;
 
-/// One queue's descriptor, nonblocking, registered with the current tokio runtime.
+/// One queue's descriptor, nonblocking. The tokio reactor watches a duplicate of it from the first native
+/// wait for a frame on (a queue read only from JS, which waits on its own event loop, does not wake a
+/// tokio thread for every packet).
 pub(super) struct RawQueue {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
+    readable: OnceLock<AsyncFd<OwnedFd>>,
 }
 
 impl RawQueue {
     pub(super) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.async_io(Interest::READABLE, |fd| read_fd(fd.as_raw_fd(), buf)).await
+        let raw = self.fd.as_raw_fd();
+        self.readable()?.async_io(Interest::READABLE, |_| read_fd(raw, buf)).await
     }
 
     pub(super) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_fd(self.fd.get_ref().as_raw_fd(), buf)
+        read_fd(self.fd.as_raw_fd(), buf)
     }
 
     /// Writes now, or waits for room (watching writability only while waiting: see `crate::readiness`).
     pub(super) async fn write(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = self.fd.get_ref();
+        let fd = &self.fd;
         crate::readiness::write_when_ready(fd.as_fd(), || writev_fd(fd.as_raw_fd(), parts)).await
+    }
+
+    /// A second descriptor of the queue (close-on-exec), for an event loop other than tokio's to watch.
+    pub(super) fn duplicate(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// The duplicate registered for readable events, registered now if no read waited before (which
+    /// reports a frame that is ready already).
+    fn readable(&self) -> io::Result<&AsyncFd<OwnedFd>> {
+        if let Some(r) = self.readable.get() {
+            return Ok(r);
+        }
+        let dup = self.fd.try_clone()?;
+        // SAFETY: the AsyncFd owns the duplicate, which stays open and the same until it drops it.
+        let r = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        // A read that registered at the same time wins; this registration is dropped (and removed).
+        let _ = self.readable.set(r);
+        self.readable.get().ok_or_else(|| io::Error::other("the readable registration vanished"))
     }
 }
 
@@ -209,10 +233,7 @@ fn register(fd: OwnedFd) -> Result<RawQueue, IoError> {
     if rc < 0 {
         return Err(IoError::from_os("fcntl(O_NONBLOCK)", &io::Error::last_os_error()));
     }
-    // SAFETY: an OwnedFd stays open and returns the same descriptor until the AsyncFd drops it.
-    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-        .map_err(|e| IoError::from_os("epoll_ctl (tokio AsyncFd)", &e.into_parts().1))?;
-    Ok(RawQueue { fd })
+    Ok(RawQueue { fd, readable: OnceLock::new() })
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

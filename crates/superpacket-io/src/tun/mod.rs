@@ -493,6 +493,13 @@ impl TunQueue {
         drop(taken);
     }
 
+    /// A second descriptor of the queue (close-on-exec) for an event loop other than tokio's to watch for
+    /// readiness (Linux). It keeps the queue attached until it is closed too.
+    #[cfg(target_os = "linux")]
+    pub fn duplicate_fd(&self) -> Result<std::os::fd::OwnedFd, IoError> {
+        self.io()?.duplicate().map_err(|e| IoError::from_os("dup", &e))
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
