@@ -254,22 +254,6 @@ impl NativeTun {
         drain_copy(&q, &mut buf.bytes, first, max_frames)
     }
 
-    /// Like `read` without waiting, on the JS thread: `null` when no frame is ready (then `read`).
-    #[napi]
-    pub fn try_read(&self, queue: u32, max_frames: u32) -> Result<Option<ReadBatch>> {
-        let q = self.queue(queue)?;
-        // A `read` in flight owns the buffer; the caller then waits for that one.
-        let Ok(mut buf) = self.read_bufs[queue as usize].try_lock() else { return Ok(None) };
-        let first = match buf.take_staged() {
-            0 => q.try_read_frame(&mut buf.bytes).map_err(io_error)?,
-            staged => Some(staged),
-        };
-        match first {
-            Some(first) => drain_copy(&q, &mut buf.bytes, first, max_frames).map(Some),
-            None => Ok(None),
-        }
-    }
-
     /// A readiness watch of queue `queue` on this thread's event loop (see `watch.rs`): `callback` is
     /// called on each wake-up it was armed for (`watchArm`). Throws where there is none (not Linux).
     #[napi(ts_return_type = "object")]
