@@ -195,7 +195,8 @@ unsafe extern "C" fn try_send_messages(env: sys::napi_env, info: sys::napi_callb
 }
 
 /// `(slot, callback: (status: number) => void) -> watch | undefined`: `watchOpen`, a readiness watch of the
-/// socket on this thread's event loop (see `watch.rs`); `undefined` where there is none (Windows).
+/// socket on this thread's event loop (see `watch.rs`); `undefined` where there is none (Windows, or a
+/// runtime without libuv).
 unsafe extern "C" fn watch_open(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     unsafe {
         let made = (|| -> Result<sys::napi_value> {
@@ -208,17 +209,14 @@ unsafe extern "C" fn watch_open(env: sys::napi_env, info: sys::napi_callback_inf
                 return Err(invalid_argument("callback must be a function"));
             }
             #[cfg(unix)]
-            {
+            if crate::watch::available() {
                 let fd = with_socket(slot, |s| s.duplicate_fd().map_err(io_error))?;
-                crate::watch::open(env, fd, callback)
+                return crate::watch::open(env, fd, callback);
             }
-            #[cfg(not(unix))]
-            {
-                with_socket(slot, |_| Ok(()))?;
-                let mut undefined = ptr::null_mut();
-                check(sys::napi_get_undefined(env, &mut undefined))?;
-                Ok(undefined)
-            }
+            with_socket(slot, |_| Ok(()))?;
+            let mut undefined = ptr::null_mut();
+            check(sys::napi_get_undefined(env, &mut undefined))?;
+            Ok(undefined)
         })();
         match made {
             Ok(v) => v,

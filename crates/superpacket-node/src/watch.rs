@@ -14,9 +14,10 @@
 //! env and its loop; a worker thread's watch closes when the worker's env is torn down.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_void, CStr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr;
+use std::sync::OnceLock;
 
 use napi::{sys, Result};
 
@@ -25,25 +26,63 @@ use crate::error::invalid_argument;
 /// libuv's handle, opaque: allocated with the size `uv_handle_size` gives, reached through its data
 /// pointer with `uv_handle_get_data`.
 type UvHandle = c_void;
+type PollCallback = unsafe extern "C" fn(*mut UvHandle, c_int, c_int);
+type CloseCallback = unsafe extern "C" fn(*mut UvHandle);
 
 /// `UV_POLL` in libuv's `uv_handle_type`.
 const UV_POLL: c_int = 8;
 /// `UV_READABLE` in libuv's `uv_poll_event`.
 const UV_READABLE: c_int = 1;
 
-// libuv, as the node binary exports it to addons (resolved when the addon is loaded).
-unsafe extern "C" {
-    fn uv_handle_size(kind: c_int) -> usize;
-    fn uv_handle_get_data(handle: *const UvHandle) -> *mut c_void;
-    fn uv_handle_set_data(handle: *mut UvHandle, data: *mut c_void);
-    fn uv_poll_init(event_loop: *mut sys::uv_loop_s, handle: *mut UvHandle, fd: c_int) -> c_int;
-    fn uv_poll_start(
-        handle: *mut UvHandle,
-        events: c_int,
-        cb: unsafe extern "C" fn(*mut UvHandle, c_int, c_int),
-    ) -> c_int;
-    fn uv_poll_stop(handle: *mut UvHandle) -> c_int;
-    fn uv_close(handle: *mut UvHandle, cb: Option<unsafe extern "C" fn(*mut UvHandle)>);
+/// The libuv functions used here, looked up in the process when first needed: node exports them to
+/// addons, but a runtime that loads Node-API addons without libuv does not, and the addon must still load
+/// there (its reads then wait through tokio).
+struct Uv {
+    handle_size: unsafe extern "C" fn(c_int) -> usize,
+    get_data: unsafe extern "C" fn(*const UvHandle) -> *mut c_void,
+    set_data: unsafe extern "C" fn(*mut UvHandle, *mut c_void),
+    poll_init: unsafe extern "C" fn(*mut sys::uv_loop_s, *mut UvHandle, c_int) -> c_int,
+    poll_start: unsafe extern "C" fn(*mut UvHandle, c_int, PollCallback) -> c_int,
+    poll_stop: unsafe extern "C" fn(*mut UvHandle) -> c_int,
+    close: unsafe extern "C" fn(*mut UvHandle, Option<CloseCallback>),
+}
+
+/// The function `name` of the process's global scope, as the function pointer type `F`.
+///
+/// # Safety
+/// `F` must be a function pointer type with the C signature of the exported function `name`.
+unsafe fn symbol<F: Copy>(name: &CStr) -> Option<F> {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>()) };
+    // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches the process's global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // SAFETY: a non-null result is the address of that function, whose signature the caller vouches for.
+    (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// The process's libuv, if it has one.
+fn uv() -> Option<&'static Uv> {
+    static UV: OnceLock<Option<Uv>> = OnceLock::new();
+    UV.get_or_init(|| {
+        // SAFETY: each field's type spells out the C signature of the libuv function of that name (libuv's
+        // stable API, uv.h).
+        unsafe {
+            Some(Uv {
+                handle_size: symbol(c"uv_handle_size")?,
+                get_data: symbol(c"uv_handle_get_data")?,
+                set_data: symbol(c"uv_handle_set_data")?,
+                poll_init: symbol(c"uv_poll_init")?,
+                poll_start: symbol(c"uv_poll_start")?,
+                poll_stop: symbol(c"uv_poll_stop")?,
+                close: symbol(c"uv_close")?,
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// Whether this process has a libuv to watch descriptors with.
+pub fn available() -> bool {
+    uv().is_some()
 }
 
 /// Tags the externals this module hands out, so that no other value passes for one.
@@ -82,16 +121,17 @@ fn check(status: sys::napi_status, what: &str) -> Result<()> {
 /// # Safety
 /// `env` and `callback` are the live env and an argument of a call on the JS thread.
 pub unsafe fn open(env: sys::napi_env, fd: OwnedFd, callback: sys::napi_value) -> Result<sys::napi_value> {
+    let uv = uv().ok_or_else(|| invalid_argument("this runtime has no libuv to watch descriptors with"))?;
     unsafe {
         let mut event_loop = ptr::null_mut();
         check(sys::napi_get_uv_event_loop(env, &mut event_loop), "napi_get_uv_event_loop")?;
-        let layout = Layout::from_size_align(uv_handle_size(UV_POLL), 16)
+        let layout = Layout::from_size_align((uv.handle_size)(UV_POLL), 16)
             .map_err(|_| invalid_argument("libuv reports an impossible handle size"))?;
         let handle = alloc_zeroed(layout).cast::<UvHandle>();
         if handle.is_null() {
             return Err(invalid_argument("out of memory for a libuv handle"));
         }
-        let rc = uv_poll_init(event_loop, handle, fd.as_raw_fd());
+        let rc = (uv.poll_init)(event_loop, handle, fd.as_raw_fd());
         if rc != 0 {
             // An uninitialized handle needs no uv_close.
             dealloc(handle.cast(), layout);
@@ -107,7 +147,7 @@ pub unsafe fn open(env: sys::napi_env, fd: OwnedFd, callback: sys::napi_value) -
             state: State::Idle,
             owners: 1,
         }));
-        uv_handle_set_data(handle, w.cast());
+        (uv.set_data)(handle, w.cast());
         // From here on the handle is open: every failure closes it, which frees what was made.
         let made = (|| -> Result<sys::napi_value> {
             check(sys::napi_create_reference(env, callback, 1, &mut (*w).callback), "napi_create_reference")?;
@@ -154,11 +194,13 @@ unsafe fn watch_of(env: sys::napi_env, ext: sys::napi_value) -> Result<*mut Watc
 pub unsafe fn arm(env: sys::napi_env, ext: sys::napi_value) -> Result<bool> {
     unsafe {
         let w = watch_of(env, ext)?;
+        // A watch exists only where libuv was found.
+        let uv = uv().ok_or_else(|| invalid_argument("no libuv"))?;
         match (*w).state {
             State::Closing => Ok(false),
             State::Armed => Ok(true),
             State::Idle => {
-                let rc = uv_poll_start((*w).handle, UV_READABLE, on_poll);
+                let rc = (uv.poll_start)((*w).handle, UV_READABLE, on_poll);
                 if rc != 0 {
                     return Err(invalid_argument(format!("uv_poll_start failed ({rc})")));
                 }
@@ -201,10 +243,11 @@ unsafe fn begin_close(w: *mut Watch, unhook: bool) {
             sys::napi_async_destroy(env, (*w).context);
             (*w).context = ptr::null_mut();
         }
+        let Some(uv) = uv() else { return };
         // uv_close stops the poll at once (the descriptor leaves libuv's epoll set) and frees nothing until
         // on_closed; libuv does not touch the descriptor again, so it is closed now: the socket's port is
         // free as soon as the socket is closed.
-        uv_close((*w).handle, Some(on_closed));
+        (uv.close)((*w).handle, Some(on_closed));
         (*w).fd = None;
     }
 }
@@ -220,13 +263,14 @@ unsafe fn release(w: *mut Watch) {
 
 unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, _events: c_int) {
     unsafe {
-        let w = uv_handle_get_data(handle).cast::<Watch>();
+        let Some(uv) = uv() else { return };
+        let w = (uv.get_data)(handle).cast::<Watch>();
         if w.is_null() || (*w).state != State::Armed {
             return;
         }
         // One wake-up per arming: level-triggered polling would otherwise call again until the receive
         // has taken everything.
-        uv_poll_stop(handle);
+        (uv.poll_stop)(handle);
         (*w).state = State::Idle;
         let env = (*w).env;
         let mut scope = ptr::null_mut();
@@ -255,7 +299,8 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, _events: c_in
 
 unsafe extern "C" fn on_closed(handle: *mut UvHandle) {
     unsafe {
-        let w = uv_handle_get_data(handle).cast::<Watch>();
+        let Some(uv) = uv() else { return };
+        let w = (uv.get_data)(handle).cast::<Watch>();
         dealloc(handle.cast(), (*w).layout);
         release(w);
     }
