@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Lab, stop, waitForLine } from '../tools/dist/lab/netns.js'
 import { coalescePackets, SuperpacketError, UdpSocket, type DatagramBatch, type JsFramer, type UdpPeer } from 'superpacket'
+import { useReadyWatches } from '../dist/fault.js'
 import { FLOW, pattern, udp4 } from './helpers/packets.js'
 import { privileged } from './helpers/privileged.js'
 import { bindClosedAfterEach, plainReceiver } from './helpers/udp.js'
@@ -424,6 +425,29 @@ describe('UdpSocket receives wait on the event loop of their thread', () => {
     const got = rx.receive({ signal: AbortSignal.timeout(5000) })
     await tx.send(rx.address, Buffer.from('to the main thread'))
     expect((await got).datagrams()[0]!.toString()).toBe('to the main thread')
+  })
+
+  it('without the watch (a runtime without libuv), receives wait natively: datagrams arrive, close ends the wait', async () => {
+    useReadyWatches(false)
+    try {
+      const rx = await UdpSocket.bind({ address: '127.0.0.1' })
+      const tx = await bind()
+      const fds = readdirSync('/proc/self/fd').length
+      const first = rx.receive({ signal: AbortSignal.timeout(5000) })
+      setTimeout(() => void tx.send(rx.address, Buffer.from('native wait')), 50)
+      expect((await first).datagrams()[0]!.toString()).toBe('native wait')
+      // No second descriptor for a watch: the native wait registered one with the runtime instead.
+      expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(fds + 1)
+      const iterated = (async () => {
+        let n = 0
+        for await (const _ of rx) n++
+        return n
+      })()
+      setTimeout(() => void rx.close(), 50)
+      expect(await iterated).toBe(0)
+    } finally {
+      useReadyWatches(true)
+    }
   })
 
   it('a socket that received and is dropped without close() is collected: descriptors closed, port free', () => {

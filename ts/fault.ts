@@ -6,6 +6,7 @@
  * @module
  */
 import { binding } from './native.js'
+import { setReadyWatches } from './reader.js'
 
 /** A native system call that can be made to fail. @internal */
 export type FaultSyscall = 'tunRead' | 'tunWrite' | 'sendGso' | 'sendmmsg' | 'recvmmsg'
@@ -23,4 +24,12 @@ export function injectFault(syscall: FaultSyscall, errno: FaultErrno, times = 1)
 /** Drops every pending fault. @internal */
 export function clearFaults(): void {
   binding.clearFaults()
+}
+
+/**
+ * Turns the event-loop watches of later reads off (they then wait through the native runtime, as where
+ * there is no libuv) or back on. Reads that opened a watch keep it. @internal
+ */
+export function useReadyWatches(on: boolean): void {
+  setReadyWatches(on)
 }

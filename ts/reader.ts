@@ -195,6 +195,14 @@ function wakeCallback(waker: Waker): (status: number) => void {
   }
 }
 
+/** Whether new watches open (off only in tests of the native waits they replace: see `fault.ts`). */
+let watchesOn = true
+
+/** @internal */
+export function setReadyWatches(on: boolean): void {
+  watchesOn = on
+}
+
 /**
  * A descriptor watched for readability on this thread's own event loop (libuv), so that the kernel wakes
  * the JS thread itself when data arrives, instead of a runtime thread that then signals the JS thread.
@@ -213,6 +221,7 @@ export class ReadyWatch {
    * happened). Without a watch, or if libuv reports one broken, `fallback` (the native wait) does it.
    */
   ready(fallback: () => Promise<void>): Promise<void> {
+    if (this.#watch === undefined && !watchesOn) this.#watch = null
     if (this.#watch === undefined) {
       try {
         this.#watch = this.open(wakeCallback(this.#waker)) ?? null
