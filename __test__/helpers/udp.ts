@@ -48,3 +48,11 @@ export function plainReceiver(count: number, type: 'udp4' | 'udp6' = 'udp4'): Pr
     })
   })
 }
+
+/** Iterates `sock`, closing it after `ms` milliseconds; resolves with the number of batches seen before it ended. */
+export async function batchesUntilClosed(sock: UdpSocket, ms: number): Promise<number> {
+  setTimeout(() => void sock.close(), ms)
+  let n = 0
+  for await (const _ of sock) n++
+  return n
+}
