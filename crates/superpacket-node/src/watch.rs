@@ -286,9 +286,17 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, _events: c_in
         {
             // The callback may close this watch: `w` stays valid until on_closed, which runs later.
             let st = sys::napi_make_callback(env, (*w).context, recv, cb, 1, &arg, &mut result);
+            // The callback only resolves a promise; if it threw anyway, the exception is reported as
+            // uncaught. An env that is being torn down (a worker ending) refuses to run JS with the same
+            // status but no exception: nothing to report then.
             if st == sys::Status::napi_pending_exception {
                 let mut err = ptr::null_mut();
-                if sys::napi_get_and_clear_last_exception(env, &mut err) == sys::Status::napi_ok {
+                let mut kind = sys::ValueType::napi_undefined;
+                if sys::napi_get_and_clear_last_exception(env, &mut err) == sys::Status::napi_ok
+                    && !err.is_null()
+                    && sys::napi_typeof(env, err, &mut kind) == sys::Status::napi_ok
+                    && kind != sys::ValueType::napi_undefined
+                {
                     sys::napi_fatal_exception(env, err);
                 }
             }
