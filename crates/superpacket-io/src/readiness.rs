@@ -7,10 +7,30 @@
 //! registers a duplicate of it for writable events for as long as that one write waits.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+
+/// The duplicate of `fd` that `cell` keeps registered with the reactor for readable events, registered now
+/// if it holds none yet. Registering reports readiness the descriptor has already, so nothing that arrived
+/// before is missed. Descriptors are registered this way, on the first native wait for data, so that one
+/// only read from elsewhere (JS, on its own event loop) or only written never wakes the reactor.
+pub(crate) fn readable_registration<'a>(
+    cell: &'a OnceLock<AsyncFd<OwnedFd>>,
+    fd: BorrowedFd<'_>,
+) -> io::Result<&'a AsyncFd<OwnedFd>> {
+    if let Some(r) = cell.get() {
+        return Ok(r);
+    }
+    let dup = fd.try_clone_to_owned()?;
+    // SAFETY: the AsyncFd owns the duplicate, which stays open and the same until the AsyncFd drops it.
+    let r = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+    // A wait that registered at the same time wins; this registration is dropped (and removed).
+    let _ = cell.set(r);
+    cell.get().ok_or_else(|| io::Error::other("the readable registration vanished"))
+}
 
 /// Runs `op` now; while it fails with WouldBlock, waits until `fd` is writable and runs it again.
 pub(crate) async fn write_when_ready<R>(fd: BorrowedFd<'_>, mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {

@@ -38,7 +38,9 @@ pub(super) struct RawQueue {
 impl RawQueue {
     pub(super) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let raw = self.fd.as_raw_fd();
-        self.readable()?.async_io(Interest::READABLE, |_| read_fd(raw, buf)).await
+        crate::readiness::readable_registration(&self.readable, self.fd.as_fd())?
+            .async_io(Interest::READABLE, |_| read_fd(raw, buf))
+            .await
     }
 
     pub(super) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -54,20 +56,6 @@ impl RawQueue {
     /// A second descriptor of the queue (close-on-exec), for an event loop other than tokio's to watch.
     pub(super) fn duplicate(&self) -> io::Result<OwnedFd> {
         self.fd.try_clone()
-    }
-
-    /// The duplicate registered for readable events, registered now if no read waited before (which
-    /// reports a frame that is ready already).
-    fn readable(&self) -> io::Result<&AsyncFd<OwnedFd>> {
-        if let Some(r) = self.readable.get() {
-            return Ok(r);
-        }
-        let dup = self.fd.try_clone()?;
-        // SAFETY: the AsyncFd owns the duplicate, which stays open and the same until it drops it.
-        let r = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
-        // A read that registered at the same time wins; this registration is dropped (and removed).
-        let _ = self.readable.set(r);
-        self.readable.get().ok_or_else(|| io::Error::other("the readable registration vanished"))
     }
 }
 

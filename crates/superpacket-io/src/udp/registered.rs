@@ -28,26 +28,11 @@ pub(super) struct Registered {
 
 impl Registered {
     /// Takes `socket`, which must be nonblocking. Nothing is registered yet: native waits for datagrams
-    /// register a duplicate for readable events (see `readable`), writes that find it full watch a
+    /// register a duplicate for readable events (`crate::readiness::readable_registration`), writes that find it full watch a
     /// duplicate for writability while they wait (see `crate::readiness`).
     #[cfg(unix)]
     pub(super) fn new(socket: Socket) -> io::Result<Registered> {
         Ok(Registered { socket, readable: OnceLock::new() })
-    }
-
-    /// The duplicate registered for readable events, registered now if no wait did before. Registering
-    /// reports readiness the socket has already, so no datagram that came before is missed.
-    #[cfg(unix)]
-    fn readable(&self) -> io::Result<&AsyncFd<OwnedFd>> {
-        if let Some(r) = self.readable.get() {
-            return Ok(r);
-        }
-        let dup = self.socket.as_fd().try_clone_to_owned()?;
-        // SAFETY: the AsyncFd owns the duplicate, which stays open and the same until the AsyncFd drops it.
-        let r = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
-        // A wait that registered at the same time wins; this one's registration is dropped (and removed).
-        let _ = self.readable.set(r);
-        self.readable.get().ok_or_else(|| io::Error::other("the readable registration vanished"))
     }
 
     /// Registers `socket`, which must be nonblocking, with tokio's IOCP reactor.
@@ -74,7 +59,9 @@ impl Registered {
             return crate::readiness::write_when_ready(s.as_fd(), || f(s)).await;
         }
         #[cfg(unix)]
-        return self.readable()?.async_io(interest, |_| f(&self.socket)).await;
+        return crate::readiness::readable_registration(&self.readable, self.socket.as_fd())?
+            .async_io(interest, |_| f(&self.socket))
+            .await;
         #[cfg(windows)]
         return self.inner.async_io(interest, || f(&socket2::SockRef::from(&self.inner))).await;
     }
