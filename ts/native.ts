@@ -68,3 +68,9 @@ function load(): Binding {
 
 /** The native binding, typed by the `native.d.cts` that napi-rs generates. */
 export const binding: Binding = load()
+
+/**
+ * The plain N-API callbacks: the sends JS makes most often (no class unwrap or borrow bookkeeping per
+ * call) and the event-loop watches of reads.
+ */
+export const fast = binding.fastOps()

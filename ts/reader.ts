@@ -4,7 +4,7 @@
  * @module
  */
 import { abortedError, busyError, fromNative, SuperpacketAbortError, SuperpacketError } from './errors.js'
-import { binding } from './native.js'
+import { fast } from './native.js'
 
 /**
  * Runs one native read at a time. Aborting a read does not lose what the native read returns later: the
@@ -174,9 +174,6 @@ export class SyncFirst {
   }
 }
 
-/** The readiness watches' plain N-API callbacks (see `watch.rs`). */
-const watchOps = binding.fastOps()
-
 /** Where a watch's callback finds the read waiting for it (holds nothing of the socket or device). */
 interface Waker {
   wake: ((status: number) => void) | undefined
@@ -231,7 +228,7 @@ export class ReadyWatch {
       }
     }
     const watch = this.#watch
-    if (watch === null || !watchOps.watchArm(watch)) return fallback()
+    if (watch === null || !fast.watchArm(watch)) return fallback()
     const waker = this.#waker
     return new Promise((resolve, reject) => {
       waker.wake = (status) => (status < 0 ? fallback().then(resolve, reject) : resolve())
@@ -240,7 +237,7 @@ export class ReadyWatch {
 
   /** Closes the watch and its descriptor; a read waiting on it looks again (and then finds it closed). */
   close(): void {
-    if (this.#watch != null) watchOps.watchClose(this.#watch)
+    if (this.#watch != null) fast.watchClose(this.#watch)
     this.#watch = null
     const w = this.#waker.wake
     this.#waker.wake = undefined

@@ -6,7 +6,7 @@ import { isIPv6 } from 'node:net'
 import { abortedError, fromNative, invalidArgument, native, nativeAsync, SuperpacketAbortError } from './errors.js'
 import { abortableWrite, NativeHandle, type WriteOptions } from './handle.js'
 import { checkJsFramer, isNativeFramer, nativeFramerOf, type Framer, type JsFramer, type NativeFramer, type NativeFramerHandle } from './framer.js'
-import { binding } from './native.js'
+import { binding, fast } from './native.js'
 import { checkNotHeld, hold, iterate, ReadQueue, ReadyWatch, reusedBuffer, SyncFirst } from './reader.js'
 import { Superpacket } from './superpacket.js'
 
@@ -268,8 +268,6 @@ const BLOCK_SIZE = 1 << 20
 /** A block with less room left than this is replaced (4 messages of 64 KiB). */
 const BLOCK_LEFT_MIN = 4 << 16
 
-/** The sends JS makes most often, as plain N-API callbacks (no class unwrap or borrow bookkeeping per call). */
-const fast = binding.fastOps()
 
 /** Words of a destination as the native sends take it (`NativePeer.words`). */
 const PEER_WORDS = 8
