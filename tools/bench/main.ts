@@ -296,7 +296,9 @@ async function udpScenarios(): Promise<Run[]> {
       log(`UDP ${scenario} ${name}: ${mpps.toFixed(3)} Mpps (${note})`)
     }
 
-    for (const [mode, name] of [
+    // Every repeat runs each mode once, in turn, so that the machine's drift over the minutes of the
+    // section spreads over all modes alike instead of favouring the ones that run first.
+    const sendModes = [
       ['dgram', 'node:dgram send loop'],
       ['sp-single', 'superpacket one by one (send, peer handle)'],
       ['sp-mmsg', 'superpacket sendBatch of 64 messages'],
@@ -304,34 +306,38 @@ async function udpScenarios(): Promise<Run[]> {
       ['sp-batch-mixed', 'superpacket sendBatch(peer, buffer, 64 lengths), alternating sizes'],
       ['sp-gso', 'superpacket GSO (sendSegments)'],
       ['c', 'C sendmsg(UDP_SEGMENT) loop'],
-    ] as const) {
-      const rates: number[] = []
-      const delivered: number[] = []
-      for (let i = 0; i < UDP_REPEATS; i++) {
+    ] as const
+    const sendRates = sendModes.map(() => ({ rates: [] as number[], delivered: [] as number[] }))
+    for (let i = 0; i < UDP_REPEATS; i++) {
+      for (const [k, [mode]] of sendModes.entries()) {
         const sink = await receiver('c', UDP_SECONDS + 10)
         const sinkDone = jsonOutput<UdpResult>(sink, limit)
         const s = await jsonOutput<UdpResult>(sender(mode), limit)
         const r = await sinkDone
-        rates.push(rate(s))
-        delivered.push(s.datagrams > 0 ? r.datagrams / s.datagrams : 0)
+        sendRates[k]!.rates.push(rate(s))
+        sendRates[k]!.delivered.push(s.datagrams > 0 ? r.datagrams / s.datagrams : 0)
       }
+    }
+    for (const [k, [, name]] of sendModes.entries()) {
+      const { rates, delivered } = sendRates[k]!
       record(name, 'udp-send', rates, `sender rate; the C GRO sink received ${Math.round(median(delivered) * 100)}%`)
     }
-    for (const [mode, name] of [
+    const recvModes = [
       ['dgram', 'node:dgram receive'],
       ['sp-gro', 'superpacket GRO receive'],
       ['sp-gro-reuse', 'superpacket GRO receive, reuseBuffers'],
       ['c', 'C recvmmsg(UDP_GRO) receive'],
-    ] as const) {
-      const rates: number[] = []
-      for (let i = 0; i < UDP_REPEATS; i++) {
+    ] as const
+    const recvRates = recvModes.map(() => [] as number[])
+    for (let i = 0; i < UDP_REPEATS; i++) {
+      for (const [k, [mode]] of recvModes.entries()) {
         const rx = await receiver(mode, UDP_SECONDS + 10)
         const rxDone = jsonOutput<UdpResult>(rx, limit)
         await jsonOutput<UdpResult>(sender('c'), limit)
-        rates.push(rate(await rxDone))
+        recvRates[k]!.push(rate(await rxDone))
       }
-      record(name, 'udp-recv', rates, 'receiver rate, fed by the C GSO loop')
     }
+    for (const [k, [, name]] of recvModes.entries()) record(name, 'udp-recv', recvRates[k]!, 'receiver rate, fed by the C GSO loop')
   } finally {
     lab.destroy()
   }
