@@ -7,6 +7,8 @@
 //! watches a duplicate of the socket's descriptor itself (`uv_poll`), so the kernel wakes the thread
 //! that receives.
 //!
+//! Sockets on Unix (tested on Linux), TUN queues on Linux.
+//!
 //! A watch is armed for one wake-up at a time (`watchArm`); it then calls its JS callback with 0, or a
 //! negative errno if libuv reports the descriptor broken, inside a callback scope (so the promise
 //! reactions of the callback run before the loop goes on). `watchClose` closes it and its duplicate
