@@ -12,8 +12,9 @@
 //! A watch is armed for one wake-up at a time (`watchArm`); it then calls its JS callback with 0, or a
 //! negative errno if libuv reports the descriptor broken, inside a callback scope (so the promise
 //! reactions of the callback run before the loop goes on). `watchClose` closes it and its duplicate
-//! descriptor at once (libuv frees its handle later, in the loop's close phase). Everything here runs on the thread that owns the
-//! env and its loop; a worker thread's watch closes when the worker's env is torn down.
+//! descriptor at once (libuv frees its handle later, in the loop's close phase). Everything here runs
+//! on the thread that owns the env and its loop; a worker thread's watch closes when the worker's env
+//! is torn down.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ffi::{c_int, c_void, CStr};
