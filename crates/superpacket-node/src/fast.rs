@@ -202,12 +202,6 @@ unsafe extern "C" fn watch_open(env: sys::napi_env, info: sys::napi_callback_inf
         let made = (|| -> Result<sys::napi_value> {
             let [slot, callback] = args::<2>(env, info)?;
             let slot = uint32(env, slot, "slot")?;
-            let mut kind = 0;
-            if sys::napi_typeof(env, callback, &mut kind) != sys::Status::napi_ok
-                || kind != sys::ValueType::napi_function
-            {
-                return Err(invalid_argument("callback must be a function"));
-            }
             #[cfg(unix)]
             if crate::watch::available() {
                 let fd = with_socket(slot, |s| s.duplicate_fd().map_err(io_error))?;

@@ -126,6 +126,10 @@ fn check(status: sys::napi_status, what: &str) -> Result<()> {
 pub unsafe fn open(env: sys::napi_env, fd: OwnedFd, callback: sys::napi_value) -> Result<sys::napi_value> {
     let uv = uv().ok_or_else(|| invalid_argument("this runtime has no libuv to watch descriptors with"))?;
     unsafe {
+        let mut kind = sys::ValueType::napi_undefined;
+        if sys::napi_typeof(env, callback, &mut kind) != sys::Status::napi_ok || kind != sys::ValueType::napi_function {
+            return Err(invalid_argument("callback must be a function"));
+        }
         let mut event_loop = ptr::null_mut();
         check(sys::napi_get_uv_event_loop(env, &mut event_loop), "napi_get_uv_event_loop")?;
         let layout = Layout::from_size_align((uv.handle_size)(UV_POLL), 16)
