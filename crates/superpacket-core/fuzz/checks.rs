@@ -58,8 +58,9 @@ pub fn check_coalesce(data: &[u8]) -> usize {
 
     let mut out = Vec::with_capacity(packets.len());
     let mut merged = 0;
-    for frame in &first {
+    for (i, frame) in first.iter().enumerate() {
         let segs = check_frame(frame);
+        assert_eq!(frames.packets(i), Some(segs.len()), "Frames::packets({i}) is not what the frame splits into");
         merged += usize::from(segs.len() > 1);
         out.extend(segs);
     }

@@ -47,6 +47,8 @@ pub struct Frames {
     data: Vec<u8>,
     len: usize,
     ends: Vec<usize>,
+    /// IP packets each frame stands for (what the writer counts), so nobody parses a frame to know.
+    packets: Vec<usize>,
 }
 
 impl Frames {
@@ -59,6 +61,7 @@ impl Frames {
     pub fn clear(&mut self) {
         self.len = 0;
         self.ends.clear();
+        self.packets.clear();
     }
 
     /// Number of frames.
@@ -87,15 +90,26 @@ impl Frames {
         starts.zip(self.ends.iter().copied()).map(|(start, end)| self.data.get(start..end).unwrap_or_default())
     }
 
+    /// How many IP packets frame `i` stands for: the packets merged into it, 1 for a packet written on
+    /// its own (what [`crate::split::plan`] would count, without parsing the frame again).
+    pub fn packets(&self, i: usize) -> Option<usize> {
+        self.packets.get(i).copied()
+    }
+
+    /// Every frame in order, with the number of IP packets it stands for.
+    pub fn iter_counted(&self) -> impl Iterator<Item = (&[u8], usize)> {
+        self.iter().zip(self.packets.iter().copied())
+    }
+
     /// Total bytes of all frames.
     pub fn total_len(&self) -> usize {
         self.len
     }
 
-    /// Appends a ready frame.
+    /// Appends a ready frame (parsed once to count its packets: 1 if it does not split).
     pub fn push_frame(&mut self, frame: &[u8]) {
         self.grow(frame.len()).copy_from_slice(frame);
-        self.ends.push(self.len);
+        self.end_frame(crate::split::plan(frame).map_or(1, |p| p.count));
     }
 
     /// Appends `packet` as a frame with a zeroed virtio_net_hdr (no GSO, no checksum request).
@@ -103,11 +117,17 @@ impl Frames {
         let (vnet, ip) = self.grow(VNET_HDR_LEN + packet.len()).split_at_mut(VNET_HDR_LEN);
         vnet.fill(0);
         ip.copy_from_slice(packet);
+        self.end_frame(1);
+    }
+
+    /// Ends the frame grown so far, which stands for `packets` IP packets.
+    fn end_frame(&mut self, packets: usize) {
         self.ends.push(self.len);
+        self.packets.push(packets);
     }
 
     /// Extends the frame bytes by `n` and returns the new bytes (whatever was there before), to be
-    /// overwritten; the frame is ended by pushing to `ends`.
+    /// overwritten; the frame is ended by [`Frames::end_frame`].
     fn grow(&mut self, n: usize) -> &mut [u8] {
         let start = self.len;
         let end = start.saturating_add(n);
@@ -125,6 +145,7 @@ impl Frames {
 
     fn truncate(&mut self, (frames, len): (usize, usize)) {
         self.ends.truncate(frames);
+        self.packets.truncate(frames);
         self.len = len;
     }
 }
@@ -269,7 +290,7 @@ impl Coalescer {
             all_ok &= ok;
             i = self.next.get(i).copied().unwrap_or(NO_PACKET);
         }
-        out.ends.push(out.len);
+        out.end_frame(run.count);
         all_ok
     }
 }

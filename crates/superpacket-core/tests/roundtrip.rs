@@ -152,14 +152,18 @@ fn round_trip(coalescer: &mut Coalescer, packets: &[Vec<u8>]) -> (usize, Vec<Vec
     let mut frames = Frames::new();
     coalescer.coalesce(packets, &mut frames);
     let mut back = Vec::new();
-    for frame in frames.iter() {
+    for (frame, counted) in frames.iter_counted() {
         assert!(frame.len() >= 10);
+        let before = back.len();
         if frame[..2] == [0, 0] {
             back.push(frame[10..].to_vec());
         } else {
             back.extend(split_to_vec(frame).unwrap_or_else(|e| panic!("split failed: {e}")));
         }
+        // The count the TUN writer uses instead of parsing the frame again.
+        assert_eq!(counted, back.len() - before, "Frames counts {counted} packets in a frame that splits into {}", back.len() - before);
     }
+    assert_eq!(frames.iter_counted().count(), frames.len());
     (frames.len(), back)
 }
 

@@ -85,8 +85,21 @@ impl Outbound {
     /// Like [`prepare`](Self::prepare), after what is already prepared, so that several superpackets (or
     /// single packets) can leave together. A malformed frame leaves what was prepared before untouched.
     pub fn prepare_append(&mut self, frame: &[u8], control: &mut Control) -> Result<Appended, IoError> {
+        self.prepare_append_planned(frame, split::plan(frame), control)
+    }
+
+    /// [`prepare_append`](Self::prepare_append) with the frame already planned (as
+    /// [`crate::tun::TunQueue::read_frame_planned`] does while counting): the frame is not parsed again.
+    /// `plan` must be what [`split::plan`] said of these bytes; one made for a frame of another length is
+    /// an [`ErrorKind::InvalidPacket`] error.
+    pub fn prepare_append_planned(
+        &mut self,
+        frame: &[u8],
+        plan: Result<split::SplitPlan, superpacket_core::PacketError>,
+        control: &mut Control,
+    ) -> Result<Appended, IoError> {
         let layout = Layout { headroom: self.framer.headroom(), tailroom: self.framer.tailroom() };
-        let plan = split::plan(frame)?;
+        let plan = plan?;
         let need = plan.buffer_len(layout);
         let start = self.len;
         let end = start
@@ -303,6 +316,26 @@ mod tests {
         assert_eq!(packets.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![1228, 1228, 628]);
         // The last segment's payload is the tail of the original payload.
         assert_eq!(packets[2][28], (2400 % 256) as u8);
+    }
+
+    #[test]
+    fn a_plan_made_at_the_read_prepares_the_same_datagrams_and_a_stale_one_is_refused() {
+        let frame = uso_frame(3000, 1200);
+        let framer = Arc::new(HeaderFramer::new(b"ID").unwrap());
+        let mut parsed = Outbound::new(framer.clone());
+        let mut planned = Outbound::new(framer);
+        let a = parsed.prepare_append(&frame, &mut Control::new()).unwrap();
+        let b = planned.prepare_append_planned(&frame, split::plan(&frame), &mut Control::new()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(parsed.prepared(a.range.clone()), planned.prepared(b.range.clone()));
+        // A plan of another frame (another length) is refused and leaves what was prepared alone.
+        let other = split::plan(&uso_frame(2000, 1200));
+        let err = planned.prepare_append_planned(&frame, other, &mut Control::new()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidPacket);
+        // So is a frame the read could not plan, with the read's reason.
+        let err = planned.prepare_append_planned(&[0u8; 5], split::plan(&[0u8; 5]), &mut Control::new()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidPacket);
+        assert_eq!(planned.prepared(b.range.clone()), parsed.prepared(a.range));
     }
 
     #[test]

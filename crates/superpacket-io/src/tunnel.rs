@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::datapath::{open_batch, Outbound, SourceFilter, Trains};
 use crate::error::{ErrorKind, IoError};
-use crate::tun::{Tun, TunQueue, TunStats, WriteScratch, MIN_READ_BUF};
+use crate::tun::{Planned, Tun, TunQueue, TunStats, WriteScratch, MIN_READ_BUF};
 use crate::udp::{RecvBatch, UdpSocket, UdpStats, RECV_BUFFER_SIZE};
 
 /// Messages per receive system call; each holds up to 64 KiB with GRO.
@@ -103,10 +103,10 @@ impl Shared {
 
     /// Prepares one frame read from the TUN after those already in `out` and adds it to `trains`, or
     /// counts why it is not sent.
-    fn stage(&self, out: &mut Outbound, frame: &[u8], trains: &mut Trains, control: &mut Control) {
+    fn stage(&self, out: &mut Outbound, frame: &[u8], plan: Planned, trains: &mut Trains, control: &mut Control) {
         let c = &self.counters;
         bump(&c.out_superpackets, 1);
-        let appended = match out.prepare_append(frame, control) {
+        let appended = match out.prepare_append_planned(frame, plan, control) {
             Ok(a) => a,
             Err(e) => {
                 let reason =
@@ -287,16 +287,11 @@ async fn outbound(shared: Arc<Shared>, queue: Arc<TunQueue>) -> Result<(), IoErr
     let batch = if offloads.tso4 || offloads.tso6 { 1 } else { READ_BATCH };
     let c = &shared.counters;
     loop {
-        let n = queue.read_frame(&mut buf).await?;
         out.clear();
         trains.clear();
-        shared.stage(&mut out, &buf[..n], &mut trains, &mut control);
-        for _ in 1..batch {
-            match queue.try_read_frame(&mut buf)? {
-                Some(n) => shared.stage(&mut out, &buf[..n], &mut trains, &mut control),
-                None => break,
-            }
-        }
+        queue
+            .read_frames(&mut buf, batch, |frame, plan| shared.stage(&mut out, frame, plan, &mut trains, &mut control))
+            .await?;
         for t in trains.iter() {
             let Some(bytes) = out.prepared(t.range.clone()) else { continue };
             match shared.udp.send_segments(t.dest, bytes, t.segment_size).await {

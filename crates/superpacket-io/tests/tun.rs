@@ -412,6 +412,80 @@ fn reads_udp_datagrams_sent_into_the_tun() {
     }
 }
 
+/// `read_frames` hands over every ready frame (up to its limit) with the plan the read made while
+/// counting it, which is what `split::plan` says of the bytes; with USO granted, a UDP_SEGMENT send into
+/// the TUN comes out as one frame planned as several datagrams.
+#[test]
+fn read_frames_hands_each_frame_over_with_its_plan() {
+    if !common::privileged("read_frames_hands_each_frame_over_with_its_plan") {
+        return;
+    }
+    let _serial = serial();
+    for mode in [OffloadMode::Auto, OffloadMode::Off] {
+        let ns = Netns::new("trf");
+        in_ns(&ns, move || async move {
+            let tun = Tun::open(&TunOptions { ipv4: Some((Ipv4Addr::new(198, 18, 41, 1), 24)), ..opts(mode) })
+                .expect("open tun");
+            let sock = UdpSocket::bind("198.18.41.1:0").expect("bind");
+            const SINGLES: usize = 6;
+            for i in 0..SINGLES {
+                sock.send_to(&vec![i as u8; 200 + 100 * i], "198.18.41.2:9999").expect("send_to");
+            }
+            // Four 1,000-byte datagrams in one send: one GSO frame with USO, four packets without.
+            let seg: libc::c_int = 1000;
+            // SAFETY: setsockopt with a c_int option value that outlives the call, on an open socket.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    libc::SOL_UDP,
+                    libc::UDP_SEGMENT,
+                    (&seg as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+            sock.send_to(&[0xaa; 4000], "198.18.41.2:9999").expect("GSO send_to");
+
+            let q = &tun.queues()[0];
+            let mut buf = vec![0u8; MIN_READ_BUF];
+            let mut ours = Vec::new();
+            let mut calls = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while ours.iter().map(|(_, count)| count).sum::<usize>() < SINGLES + 4 && Instant::now() < deadline {
+                let mut got = Vec::new();
+                let n = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    q.read_frames(&mut buf, 3, |frame, plan| got.push((frame.to_vec(), plan))),
+                )
+                .await
+                .expect("frames within 2 s")
+                .expect("read_frames");
+                calls += 1;
+                assert_eq!(n, got.len(), "read_frames counts what it handed over");
+                assert!((1..=3).contains(&n), "{n} frames from a call limited to 3");
+                for (frame, plan) in got {
+                    assert_eq!(plan, split::plan(&frame), "the read's plan is the frame's");
+                    let ip = &frame[VNET_HDR_LEN..];
+                    if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != UDP || ip[22..24] != 9999u16.to_be_bytes() {
+                        continue;
+                    }
+                    let count = plan.expect("our datagrams plan").count;
+                    assert_eq!(count, split::split_to_vec(&frame).expect("splits").len());
+                    ours.push((frame, count));
+                }
+            }
+            let total: usize = ours.iter().map(|(_, count)| count).sum();
+            assert_eq!(total, SINGLES + 4, "datagrams read through read_frames");
+            assert!(calls < ours.len() || ours.len() <= 1, "no batching: {calls} calls for {} frames", ours.len());
+            if tun.offloads().uso4 {
+                assert!(ours.iter().any(|(_, count)| *count == 4), "the UDP_SEGMENT send as one frame of 4");
+            }
+            let s = tun.stats();
+            assert!(s.rx_segments >= s.rx_frames && s.rx_segments >= (SINGLES + 4) as u64, "{s:?}");
+        });
+    }
+}
+
 #[test]
 fn close_ends_a_pending_read_and_leaks_no_descriptors() {
     if !common::privileged("close_ends_a_pending_read_and_leaks_no_descriptors") {

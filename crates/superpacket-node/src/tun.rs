@@ -8,7 +8,7 @@ use napi_derive::napi;
 use superpacket_core::framer::{Control, DropCounters, Framer};
 use superpacket_core::{split, VNET_HDR_LEN};
 use superpacket_io::datapath::{open_batch, SourceFilter};
-use superpacket_io::tun::{OffloadMode, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
+use superpacket_io::tun::{OffloadMode, Planned, Tun, TunOptions, TunQueue, TunStats, WriteScratch};
 use superpacket_io::udp::{words, UdpSocket};
 use tokio::sync::Mutex;
 
@@ -126,35 +126,37 @@ pub struct ReadInto {
     pub segments: Vec<u32>,
 }
 
-/// After a first frame of `first` bytes at the start of `buf`, reads whatever else is ready (up to
-/// `max_frames`, as long as a largest frame still fits) and returns the frames' lengths and segment counts.
-fn drain(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<ReadInto> {
+/// After a first frame of `first` bytes at the start of `buf` (with its plan when the read made one),
+/// reads whatever else is ready (up to `max_frames`, as long as a largest frame still fits) and returns
+/// the frames' lengths and segment counts. Each frame is parsed once, by the read that counts it.
+fn drain(q: &TunQueue, buf: &mut [u8], first: usize, first_plan: Option<Planned>, max_frames: u32) -> Result<ReadInto> {
     let max = (max_frames as usize).max(1);
+    let plan = first_plan.unwrap_or_else(|| split::plan(&buf[..first]));
     let mut lengths = vec![first as u32];
+    let mut segments = vec![segment_count(&plan)];
     let mut used = first;
     while lengths.len() < max && buf.len() - used >= FRAME_ROOM {
-        match q.try_read_frame(&mut buf[used..]).map_err(io_error)? {
-            Some(n) => {
+        match q.try_read_frame_planned(&mut buf[used..]).map_err(io_error)? {
+            Some((n, plan)) => {
                 lengths.push(n as u32);
+                segments.push(segment_count(&plan));
                 used += n;
             }
             None => break,
         }
     }
-    let mut segments = Vec::with_capacity(lengths.len());
-    let mut off = 0;
-    for &len in &lengths {
-        let frame = &buf[off..off + len as usize];
-        segments.push(split::plan(frame).map_or(1, |p| p.count as u32));
-        off += len as usize;
-    }
     Ok(ReadInto { lengths, segments })
+}
+
+/// How many wire packets a planned frame stands for; 1 for one that does not split.
+fn segment_count(plan: &Planned) -> u32 {
+    plan.as_ref().map_or(1, |p| p.count as u32)
 }
 
 /// [`drain`] in the reused read buffer, then the frames copied out into one buffer sized to them: no
 /// 256 KiB is allocated or zeroed per read.
-fn drain_copy(q: &TunQueue, buf: &mut [u8], first: usize, max_frames: u32) -> Result<ReadBatch> {
-    let r = drain(q, buf, first, max_frames)?;
+fn drain_copy(q: &TunQueue, buf: &mut [u8], first: (usize, Option<Planned>), max_frames: u32) -> Result<ReadBatch> {
+    let r = drain(q, buf, first.0, first.1, max_frames)?;
     let used: usize = r.lengths.iter().map(|&l| l as usize).sum();
     Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths: r.lengths, segments: r.segments })
 }
@@ -248,8 +250,8 @@ impl NativeTun {
         let q = self.queue(queue)?;
         let mut buf = self.read_bufs[queue as usize].lock().await;
         let first = match buf.take_staged() {
-            0 => q.read_frame(&mut buf.bytes).await.map_err(io_error)?,
-            staged => staged,
+            0 => q.read_frame_planned(&mut buf.bytes).await.map(|(n, plan)| (n, Some(plan))).map_err(io_error)?,
+            staged => (staged, None),
         };
         drain_copy(&q, &mut buf.bytes, first, max_frames)
     }
@@ -307,14 +309,14 @@ impl NativeTun {
         // A `readStaged` in flight owns the queue's buffer; the caller then waits for that one.
         let Ok(mut own) = self.read_bufs[queue as usize].try_lock() else { return Ok(None) };
         let first = match own.take_staged() {
-            0 => q.try_read_frame(buf).map_err(io_error)?,
+            0 => q.try_read_frame_planned(buf).map_err(io_error)?.map(|(n, plan)| (n, Some(plan))),
             staged => {
                 buf[..staged].copy_from_slice(&own.bytes[..staged]);
-                Some(staged)
+                Some((staged, None))
             }
         };
         match first {
-            Some(first) => drain(&q, buf, first, max_frames).map(Some),
+            Some((first, plan)) => drain(&q, buf, first, plan, max_frames).map(Some),
             None => Ok(None),
         }
     }

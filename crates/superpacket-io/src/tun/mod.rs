@@ -396,6 +396,12 @@ impl TunQueue {
     /// length. A frame is always a 10-byte `virtio_net_hdr` followed by an IP packet: without IFF_VNET_HDR
     /// a zeroed header is written before the packet, so callers see one format everywhere.
     pub async fn read_frame(&self, buf: &mut [u8]) -> Result<usize, IoError> {
+        self.read_frame_planned(buf).await.map(|(n, _)| n)
+    }
+
+    /// [`read_frame`](Self::read_frame), with how the frame splits ([`split::plan`], or why it does not):
+    /// the frame is parsed once, for the counters and for whoever segments it.
+    pub async fn read_frame_planned(&self, buf: &mut [u8]) -> Result<(usize, Planned), IoError> {
         check_read_buf(buf)?;
         let io = self.io()?;
         let vnet = self.device.offloads.vnet_hdr;
@@ -410,8 +416,38 @@ impl TunQueue {
 
     /// [`read_frame`](Self::read_frame) without waiting: `Ok(None)` when no frame is ready.
     pub fn try_read_frame(&self, buf: &mut [u8]) -> Result<Option<usize>, IoError> {
+        self.try_read_frame_planned(buf).map(|r| r.map(|(n, _)| n))
+    }
+
+    /// [`try_read_frame`](Self::try_read_frame) with the frame's plan, as
+    /// [`read_frame_planned`](Self::read_frame_planned).
+    pub fn try_read_frame_planned(&self, buf: &mut [u8]) -> Result<Option<(usize, Planned)>, IoError> {
         check_read_buf(buf)?;
+        self.try_read_on(&*self.io()?, buf)
+    }
+
+    /// Waits for a frame, then reads whatever else is ready without waiting, up to `max` frames in all,
+    /// each into `buf` in turn: `each` gets every frame with its plan before the next is read. Returns
+    /// how many frames were read. One look-up of the descriptor serves the whole batch.
+    pub async fn read_frames(
+        &self,
+        buf: &mut [u8],
+        max: usize,
+        mut each: impl FnMut(&[u8], Planned),
+    ) -> Result<usize, IoError> {
+        let (n, plan) = self.read_frame_planned(buf).await?;
+        each(&buf[..n], plan);
         let io = self.io()?;
+        let mut frames = 1;
+        while frames < max {
+            let Some((n, plan)) = self.try_read_on(&io, buf)? else { break };
+            each(&buf[..n], plan);
+            frames += 1;
+        }
+        Ok(frames)
+    }
+
+    fn try_read_on(&self, io: &sys::RawQueue, buf: &mut [u8]) -> Result<Option<(usize, Planned)>, IoError> {
         let target = if self.device.offloads.vnet_hdr { &mut *buf } else { &mut buf[VNET_HDR_LEN..] };
         match io.try_read(target) {
             Ok(n) => Ok(Some(self.finish_read(buf, n))),
@@ -420,20 +456,22 @@ impl TunQueue {
         }
     }
 
-    /// Adds the synthesised header if the device has none, counts the frame and returns its length.
-    fn finish_read(&self, buf: &mut [u8], n: usize) -> usize {
+    /// Adds the synthesised header if the device has none, plans the frame, counts it and returns its
+    /// length and plan.
+    fn finish_read(&self, buf: &mut [u8], n: usize) -> (usize, Planned) {
         let len = if self.device.offloads.vnet_hdr {
             n
         } else {
             buf[..VNET_HDR_LEN].copy_from_slice(&PLAIN_HDR);
             n + VNET_HDR_LEN
         };
+        let plan = split::plan(&buf[..len]);
         let c = &self.counters;
         bump(&c.rx_frames, 1);
         bump(&c.rx_bytes, len.saturating_sub(VNET_HDR_LEN));
-        bump(&c.rx_segments, segment_count(&buf[..len]));
+        bump(&c.rx_segments, plan.as_ref().map_or(1, |p| p.count));
         bump(&c.rx_syscalls, 1);
-        len
+        (len, plan)
     }
 
     /// Writes one frame (`virtio_net_hdr` + IP packet).
@@ -449,7 +487,7 @@ impl TunQueue {
     pub async fn write_frame(&self, frame: &[u8]) -> Result<(), IoError> {
         let io = self.io()?;
         let mut report = WriteReport::default();
-        match self.until_closed(self.write_frame_on(&io, frame, &mut report)).await? {
+        match self.until_closed(self.write_frame_on(&io, frame, None, &mut report)).await? {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
@@ -540,11 +578,12 @@ impl TunQueue {
             return Ok(());
         }
         scratch.coalesce(self.device.coalesce_options(), packets);
-        for frame in scratch.frames.iter() {
-            match self.write_frame_on(io, frame, report).await {
+        for (frame, segments) in scratch.frames.iter_counted() {
+            match self.write_frame_on(io, frame, Some(segments), report).await {
+                // Packets the coalescer passed through but that do not split were counted as invalid:
+                // write the rest.
                 Ok(_) => {}
-                // Packets the coalescer passed through but that do not split: drop them, write the rest.
-                Err(e) if e.kind == ErrorKind::InvalidPacket => self.invalid(report, segment_count(frame)),
+                Err(e) if e.kind == ErrorKind::InvalidPacket => {}
                 Err(e) => return Err(e),
             }
         }
@@ -553,16 +592,18 @@ impl TunQueue {
 
     /// Writes one frame, counting what was written and refused in `report`. Returns the kernel's refusal
     /// if any packet of the frame was refused; fails if the frame is malformed (counted as invalid) or
-    /// the queue is broken.
+    /// the queue is broken. `segments` is how many packets the frame stands for when the caller knows
+    /// (the coalescer does), so that a written GSO frame is counted without parsing it again.
     async fn write_frame_on(
         &self,
         io: &sys::RawQueue,
         frame: &[u8],
+        segments: Option<usize>,
         report: &mut WriteReport,
     ) -> Result<Option<IoError>, IoError> {
-        let result = self.write_frame_inner(io, frame, report).await;
+        let result = self.write_frame_inner(io, frame, segments, report).await;
         if matches!(&result, Err(e) if e.kind == ErrorKind::InvalidPacket) {
-            self.invalid(report, 1);
+            self.invalid(report, segments.unwrap_or(1));
         }
         result
     }
@@ -571,6 +612,7 @@ impl TunQueue {
         &self,
         io: &sys::RawQueue,
         frame: &[u8],
+        segments: Option<usize>,
         report: &mut WriteReport,
     ) -> Result<Option<IoError>, IoError> {
         let hdr = VirtioNetHdr::decode(frame)?;
@@ -590,7 +632,7 @@ impl TunQueue {
             match self.write_syscall(io, &[IoSlice::new(frame)]).await {
                 Ok(()) => {
                     self.device.gso_accepted();
-                    self.written(packet.len(), segment_count(frame), report);
+                    self.written(packet.len(), segments.unwrap_or_else(|| segment_count(frame)), report);
                     return Ok(None);
                 }
                 // Refused: the frame's packets go one by one below.
@@ -747,6 +789,9 @@ fn check_read_buf(buf: &[u8]) -> Result<(), IoError> {
     }
     Ok(())
 }
+
+/// How a frame read from a queue splits ([`split::plan`]), or why it does not.
+pub type Planned = Result<split::SplitPlan, superpacket_core::PacketError>;
 
 /// How many wire packets a frame stands for; 1 for anything that does not plan as a split.
 fn segment_count(frame: &[u8]) -> usize {
