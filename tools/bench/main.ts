@@ -4,7 +4,8 @@
  * wireguard-go. Writes bench/results/<date>.json, latest.json, latest.md and latest.svg. Needs root.
  *
  * Every tunnel is measured with iperf3 (one TCP flow, each direction, median of 3 runs of 10 s; 4 flows
- * for b and f). While iperf3 runs, the bench reads the tunnel processes' CPU time from /proc/<pid>/stat,
+ * for b and f). The runs come in rounds: each round sets every scenario up, runs it once each way and
+ * tears it down, so that drift over the bench's minutes does not favour the scenarios that run first. While iperf3 runs, the bench reads the tunnel processes' CPU time from /proc/<pid>/stat,
  * counts their system calls with `perf stat -e raw_syscalls:sys_enter -p` and samples their RSS.
  * @internal
  * @module
@@ -164,10 +165,24 @@ function medianOf(samples: Sample[], key: keyof Sample): number | undefined {
   return v.length === samples.length && v.length > 0 ? median(v) : undefined
 }
 
-async function tunnelScenario(t: Tunnel): Promise<Run[]> {
-  log(`${t.name}: setting up`)
+/** What the rounds of one tunnel scenario gathered. */
+interface TunnelAcc {
+  samples: Record<'a→b' | 'b→a', Sample[]>
+  /** Peak RSS of the tunnel processes over every round, MiB. */
+  peakMB: number
+  /** RSS growth from the first to the last run of each round (each round sets the scenario up afresh). */
+  growthMB: number[]
+  error?: string
+}
+
+function newAcc(): TunnelAcc {
+  return { samples: { 'a→b': [], 'b→a': [] }, peakMB: 0, growthMB: [] }
+}
+
+/** One round of a scenario: set it up, one measured run each way, tear it down. */
+async function tunnelRound(t: Tunnel, round: number, acc: TunnelAcc): Promise<void> {
+  log(`${t.name}: setting up (round ${round + 1}/${REPEATS})`)
   const setup = await t.setup()
-  const runs: Run[] = []
   let server: ChildProcess | undefined
   try {
     server = await iperfServer(setup)
@@ -176,41 +191,51 @@ async function tunnelScenario(t: Tunnel): Promise<Run[]> {
     const afterRun: number[] = []
     for (const reverse of [false, true]) {
       const direction = reverse ? 'b→a' : 'a→b'
-      const samples: Sample[] = []
-      for (let i = 0; i < REPEATS; i++) {
-        const s = await measured(setup, TCP_SECONDS, reverse, t.flows)
-        samples.push(s)
-        afterRun.push(rss.sample())
-        log(
-          `${t.name} ${direction} run ${i + 1}/${REPEATS}: ${s.gbps.toFixed(2)} Gbit/s` +
-            (s.cpuSecPerGB !== undefined ? `, ${s.cpuSecPerGB.toFixed(2)} CPU s/GB` : '') +
-            (s.syscallsPerMB !== undefined ? `, ${s.syscallsPerMB.toFixed(1)} syscalls/MB` : '') +
-            `, ${s.retransmits ?? '?'} retransmits, all CPUs ${Math.round(s.hostBusy * 100)}% busy`,
-        )
-      }
-      runs.push({
-        name: t.name,
-        scenario: t.id,
-        direction,
-        flows: t.flows,
-        gbps: round(median(samples.map((s) => s.gbps)), 3),
-        cpuSecPerGB: opt(medianOf(samples, 'cpuSecPerGB'), 3),
-        syscallsPerMB: opt(medianOf(samples, 'syscallsPerMB'), 1),
-        retransmits: medianOf(samples, 'retransmits'),
-        samples: samples.map((s) => round(s.gbps, 3)),
-        hostCpuBusy: round(median(samples.map((s) => s.hostBusy)), 2),
-      })
+      const s = await measured(setup, TCP_SECONDS, reverse, t.flows)
+      acc.samples[direction].push(s)
+      afterRun.push(rss.sample())
+      log(
+        `${t.name} ${direction} run ${round + 1}/${REPEATS}: ${s.gbps.toFixed(2)} Gbit/s` +
+          (s.cpuSecPerGB !== undefined ? `, ${s.cpuSecPerGB.toFixed(2)} CPU s/GB` : '') +
+          (s.syscallsPerMB !== undefined ? `, ${s.syscallsPerMB.toFixed(1)} syscalls/MB` : '') +
+          `, ${s.retransmits ?? '?'} retransmits, all CPUs ${Math.round(s.hostBusy * 100)}% busy`,
+      )
     }
     rss.stop()
     if (setup.pids.length > 0) {
-      const peak = round(rss.peakMB(), 1)
-      const growth = round(afterRun[afterRun.length - 1]! - afterRun[0]!, 1)
-      for (const r of runs) Object.assign(r, { rssMB: peak, rssGrowthMB: growth })
-      log(`${t.name}: peak RSS ${peak} MiB, growth from first to last run ${growth} MiB`)
+      acc.peakMB = Math.max(acc.peakMB, rss.peakMB())
+      acc.growthMB.push(afterRun[afterRun.length - 1]! - afterRun[0]!)
     }
   } finally {
     if (server) await stop(server)
     await setup.close()
+  }
+}
+
+/** The medians of a scenario's rounds, one run per direction. */
+function tunnelRuns(t: Tunnel, acc: TunnelAcc): Run[] {
+  const runs: Run[] = []
+  for (const direction of ['a→b', 'b→a'] as const) {
+    const samples = acc.samples[direction]
+    if (samples.length === 0) continue
+    runs.push({
+      name: t.name,
+      scenario: t.id,
+      direction,
+      flows: t.flows,
+      gbps: round(median(samples.map((s) => s.gbps)), 3),
+      cpuSecPerGB: opt(medianOf(samples, 'cpuSecPerGB'), 3),
+      syscallsPerMB: opt(medianOf(samples, 'syscallsPerMB'), 1),
+      retransmits: medianOf(samples, 'retransmits'),
+      samples: samples.map((s) => round(s.gbps, 3)),
+      hostCpuBusy: round(median(samples.map((s) => s.hostBusy)), 2),
+    })
+  }
+  if (acc.growthMB.length > 0) {
+    const peak = round(acc.peakMB, 1)
+    const growth = round(Math.max(...acc.growthMB), 1)
+    for (const r of runs) Object.assign(r, { rssMB: peak, rssGrowthMB: growth })
+    log(`${t.name}: peak RSS ${peak} MiB, largest growth from first to last run of a round ${growth} MiB`)
   }
   return runs
 }
@@ -401,13 +426,26 @@ async function main(): Promise<void> {
   const m = machine()
   log(`superpacket bench${quick ? ' --quick' : ''}: ${String(m.cpu)}, ${String(m.cpus)} CPUs, load ${String(m.loadStart)}`)
   const runs: Run[] = []
-  for (const t of TUNNELS.filter((x) => wanted(x.id))) {
-    try {
-      runs.push(...(await tunnelScenario(t)))
-    } catch (err) {
-      log(`${t.name}: FAILED ${(err as Error).message}`)
-      runs.push({ name: t.name, scenario: t.id, gbps: 0, error: (err as Error).message.slice(0, 500) })
+  // Every round runs each scenario once (set up afresh), in turn, so that the machine's drift over the
+  // minutes of the bench spreads over all scenarios alike: the ratios between them are what is read.
+  const tunnels = TUNNELS.filter((x) => wanted(x.id))
+  const accs = tunnels.map(newAcc)
+  for (let r = 0; r < REPEATS; r++) {
+    for (const [k, t] of tunnels.entries()) {
+      const acc = accs[k]!
+      if (acc.error !== undefined) continue
+      try {
+        await tunnelRound(t, r, acc)
+      } catch (err) {
+        log(`${t.name}: FAILED ${(err as Error).message}`)
+        acc.error = (err as Error).message.slice(0, 500)
+      }
     }
+  }
+  for (const [k, t] of tunnels.entries()) {
+    const acc = accs[k]!
+    if (acc.error !== undefined) runs.push({ name: t.name, scenario: t.id, gbps: 0, error: acc.error })
+    else runs.push(...tunnelRuns(t, acc))
   }
   if (wanted('udp')) {
     try {

@@ -19,7 +19,7 @@ export interface Run {
   syscallsPerMB?: number
   /** Peak RSS (VmHWM) of the largest tunnel process, MiB. */
   rssMB?: number
-  /** RSS growth of the largest tunnel process between the end of its first and its last run, MiB. */
+  /** RSS growth of the largest tunnel process from the end of its first to its last run of one set-up (the largest over the rounds), MiB. */
   rssGrowthMB?: number
   /** TCP retransmits (median). */
   retransmits?: number
@@ -151,7 +151,7 @@ export function markdown(r: Results): string {
     `Machine: ${String(m.cpu)}, ${String(m.cpus)} CPUs, ${String(m.memGB)} GB, Linux ${String(m.kernel)}, Node ${String(m.node)}. ` +
       `Load average at start ${String(m.loadStart)}, at end ${String(m.loadEnd)}.`,
     '',
-    `Tunnels: iperf3, one TCP flow unless said, ${String(m.tcpSeconds)} s per run, median of ${String(m.repeats)}; inner MTU 1420. ` +
+    `Tunnels: iperf3, one TCP flow unless said, ${String(m.tcpSeconds)} s per run, median of ${String(m.repeats)} rounds (each round runs every scenario once, in turn); inner MTU 1420. ` +
       'CPU and system calls are of the tunnel processes (both endpoints); syscalls counted with perf (raw_syscalls:sys_enter). ' +
       'b–e do not encrypt; f (wireguard-go) does.',
     '',
