@@ -161,7 +161,12 @@ fn round_trip(coalescer: &mut Coalescer, packets: &[Vec<u8>]) -> (usize, Vec<Vec
             back.extend(split_to_vec(frame).unwrap_or_else(|e| panic!("split failed: {e}")));
         }
         // The count the TUN writer uses instead of parsing the frame again.
-        assert_eq!(counted, back.len() - before, "Frames counts {counted} packets in a frame that splits into {}", back.len() - before);
+        assert_eq!(
+            counted,
+            back.len() - before,
+            "Frames counts {counted} packets in a frame that splits into {}",
+            back.len() - before
+        );
     }
     assert_eq!(frames.iter_counted().count(), frames.len());
     (frames.len(), back)

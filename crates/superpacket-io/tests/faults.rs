@@ -321,6 +321,61 @@ fn a_failed_tun_read_loses_no_frame() {
     });
 }
 
+/// A read that fails in the middle of a `read_frames` batch ends the batch without an error, after the
+/// frames already handed over, and takes no frame: the next batch starts with the frame it did not take.
+#[test]
+fn a_failed_read_within_a_batch_ends_it_and_loses_no_frame() {
+    if !common::privileged("a_failed_read_within_a_batch_ends_it_and_loses_no_frame") {
+        return;
+    }
+    let _serial = serial();
+    with_tun("fb", |rt, tun, _sink| {
+        let q = &tun.queues()[0];
+        let out = std::net::UdpSocket::bind((Ipv4Addr::from(TUN_ADDR), 0)).expect("bind");
+        let markers: Vec<Vec<u8>> = (0..3).map(|i| format!("batch frame {i}").into_bytes()).collect();
+        for m in &markers {
+            out.send_to(m, SocketAddr::from((PEER, 9000))).expect("send_to");
+        }
+        let which = |frame: &[u8]| markers.iter().position(|m| frame.ends_with(m));
+        let mut buf = vec![0u8; MIN_READ_BUF];
+        let mut seen = Vec::new();
+        let mut armed = false;
+        let mut first_batch = None;
+        rt.block_on(async {
+            for _ in 0..20 {
+                if seen.len() == markers.len() {
+                    break;
+                }
+                let mut batch = Vec::new();
+                let n = tokio::time::timeout(
+                    DEADLINE,
+                    q.read_frames(&mut buf, 8, |frame, _| {
+                        if let Some(i) = which(frame) {
+                            batch.push(i);
+                            if !armed {
+                                // The read right after our first frame fails.
+                                fault::inject(Syscall::TunRead, libc::EIO, 1);
+                                armed = true;
+                            }
+                        }
+                    }),
+                )
+                .await
+                .expect("frames within the deadline")
+                .expect("a read failing after the first frame is not the batch's error");
+                assert!(n >= batch.len());
+                if armed && first_batch.is_none() {
+                    first_batch = Some(batch.clone());
+                }
+                seen.extend(batch);
+            }
+        });
+        assert_eq!(fault::pending(Syscall::TunRead), 0, "the injected failure was not met");
+        assert_eq!(first_batch, Some(vec![0]), "the batch went on past the failed read");
+        assert_eq!(seen, vec![0, 1, 2], "every frame once, in order");
+    });
+}
+
 #[test]
 fn a_tun_write_out_of_buffers_past_the_retries_drops_that_packet_only() {
     if !common::privileged("a_tun_write_out_of_buffers_past_the_retries_drops_that_packet_only") {

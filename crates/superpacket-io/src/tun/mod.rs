@@ -429,6 +429,10 @@ impl TunQueue {
     /// Waits for a frame, then reads whatever else is ready without waiting, up to `max` frames in all,
     /// each into `buf` in turn: `each` gets every frame with its plan before the next is read. Returns
     /// how many frames were read. One look-up of the descriptor serves the whole batch.
+    ///
+    /// Only the wait for the first frame fails: a read that fails after it (or a close) ends the batch,
+    /// so that the frames already handed over are dealt with, and the next call reports the error if it
+    /// lasts. A failed read takes no frame.
     pub async fn read_frames(
         &self,
         buf: &mut [u8],
@@ -437,10 +441,10 @@ impl TunQueue {
     ) -> Result<usize, IoError> {
         let (n, plan) = self.read_frame_planned(buf).await?;
         each(&buf[..n], plan);
-        let io = self.io()?;
+        let Ok(io) = self.io() else { return Ok(1) };
         let mut frames = 1;
         while frames < max {
-            let Some((n, plan)) = self.try_read_on(&io, buf)? else { break };
+            let Ok(Some((n, plan))) = self.try_read_on(&io, buf) else { break };
             each(&buf[..n], plan);
             frames += 1;
         }
