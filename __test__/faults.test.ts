@@ -180,3 +180,63 @@ if (privileged('a failing Tunnel')) {
     })
   })
 }
+
+/** Runs inside the test's namespace: three datagrams routed into a TUN, then reads with the second read
+ * system call failing (in the middle of the first batch). Prints whether the first read resolved, the
+ * marker of every frame read, in order, and the error if a read threw. */
+const TUN_READ_SCRIPT = `
+import dgram from 'node:dgram'
+const [index, fault] = process.argv.slice(2)
+const { Tun } = await import(index)
+const { injectFault } = await import(fault)
+const tun = await Tun.open({ name: 'spread0', ipv4: '198.18.73.1/24' })
+const d = dgram.createSocket('udp4')
+await new Promise((r) => d.bind(0, '198.18.73.1', r))
+for (const i of [0, 1, 2]) await new Promise((r) => d.send('marker ' + i, 9, '198.18.73.2', r))
+d.close()
+injectFault('tunRead', 'EIO', 1, 1)
+const seen = []
+let firstBatch = null
+let error = null
+const deadline = Date.now() + 5000
+try {
+  while (seen.length < 3 && Date.now() < deadline) {
+    const batch = await tun.read({ signal: AbortSignal.timeout(2000) })
+    const markers = batch.map((sp) => sp.frame.toString('latin1').match(/marker (\\d)$/)?.[1]).filter((m) => m !== undefined).map(Number)
+    if (firstBatch === null) firstBatch = { frames: batch.length, markers }
+    seen.push(...markers)
+  }
+} catch (e) {
+  error = { code: e.code, errno: e.errno }
+}
+await tun.close()
+console.log(JSON.stringify({ firstBatch, seen, error }))
+`
+
+if (privileged('a failed TUN read in the middle of a batch')) {
+  describe('Tun reads under injected failures (inside a namespace of the test)', () => {
+    it('a read failing after the first frame of a batch ends the batch: the frames before it arrive, and no frame is lost', () => {
+      const ns = `sp-rfault-${process.pid}-${randomBytes(2).toString('hex')}`
+      const dir = mkdtempSync(join(tmpdir(), 'sp-rfault-'))
+      const script = join(dir, 'tun-read-fault.mjs')
+      writeFileSync(script, TUN_READ_SCRIPT)
+      const dist = new URL('../dist/', import.meta.url)
+      execFileSync('ip', ['netns', 'add', ns])
+      try {
+        execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
+        const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href], {
+          encoding: 'utf8',
+          timeout: 30_000,
+        })
+        const r = JSON.parse(out.trim().split('\n').pop()!) as { firstBatch: { frames: number; markers: number[] } | null; seen: number[]; error: unknown }
+        expect(r.error).toBeNull()
+        // The first read system call took one frame, the second failed: the batch is that one frame.
+        expect(r.firstBatch?.frames).toBe(1)
+        expect(r.seen).toEqual([0, 1, 2])
+      } finally {
+        execFileSync('ip', ['netns', 'del', ns])
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  })
+}

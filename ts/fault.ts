@@ -14,11 +14,12 @@ export type FaultSyscall = 'tunRead' | 'tunWrite' | 'sendGso' | 'sendmmsg' | 're
 export type FaultErrno = 'EIO' | 'EINVAL' | 'EMSGSIZE' | 'EAGAIN' | 'ENOBUFS' | 'EPERM'
 
 /**
- * Makes the next `times` calls of `syscall` in this process fail with `errno`. Faults of one call queue
- * up in the order injected. @internal
+ * Makes the next `times` calls of `syscall` in this process fail with `errno`, after letting `after` calls
+ * of it run (to fail one in the middle of a batch). Faults of one call queue up in the order injected.
+ * @internal
  */
-export function injectFault(syscall: FaultSyscall, errno: FaultErrno, times = 1): void {
-  binding.injectFault(syscall, errno, times)
+export function injectFault(syscall: FaultSyscall, errno: FaultErrno, times = 1, after = 0): void {
+  binding.injectFault(syscall, errno, times, after)
 }
 
 /** Drops every pending fault. @internal */

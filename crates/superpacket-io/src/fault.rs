@@ -61,17 +61,32 @@ pub fn errno_by_name(name: &str) -> Option<i32> {
 
 /// Whether any fault is pending: the only thing an unarmed system call looks at.
 static ARMED: AtomicBool = AtomicBool::new(false);
-/// Pending faults in the order they were injected: (call, errno, times left).
-static PLAN: Mutex<Vec<(Syscall, i32, u32)>> = Mutex::new(Vec::new());
+/// A pending fault.
+struct Fault {
+    syscall: Syscall,
+    errno: i32,
+    /// Failures left.
+    times: u32,
+    /// Calls to let run before the first failure.
+    skip: u32,
+}
+
+/// Pending faults in the order they were injected.
+static PLAN: Mutex<Vec<Fault>> = Mutex::new(Vec::new());
 
 /// Makes the next `times` calls of `syscall` fail with `errno` instead of running. Faults of one call
 /// queue up: a second injection takes effect after the first is used up.
 pub fn inject(syscall: Syscall, errno: i32, times: u32) {
+    inject_after(syscall, errno, times, 0);
+}
+
+/// Like [`inject`], after letting `skip` calls of `syscall` run (to fail a call in the middle of a batch).
+pub fn inject_after(syscall: Syscall, errno: i32, times: u32, skip: u32) {
     if times == 0 {
         return;
     }
     let mut plan = PLAN.lock().unwrap_or_else(PoisonError::into_inner);
-    plan.push((syscall, errno, times));
+    plan.push(Fault { syscall, errno, times, skip });
     ARMED.store(true, Relaxed);
 }
 
@@ -85,7 +100,7 @@ pub fn clear() {
 /// How many injected failures of `syscall` are still pending.
 pub fn pending(syscall: Syscall) -> u32 {
     let plan = PLAN.lock().unwrap_or_else(PoisonError::into_inner);
-    plan.iter().filter(|(s, _, _)| *s == syscall).map(|(_, _, n)| n).sum()
+    plan.iter().filter(|f| f.syscall == syscall).map(|f| f.times).sum()
 }
 
 /// Whether any fault is pending (one relaxed load): paths that batch several kinds of calls into one
@@ -107,10 +122,15 @@ pub(crate) fn take(syscall: Syscall) -> Option<io::Error> {
 #[cold]
 fn take_armed(syscall: Syscall) -> Option<io::Error> {
     let mut plan = PLAN.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = plan.iter().position(|(s, _, _)| *s == syscall)?;
-    let errno = plan[at].1;
-    plan[at].2 -= 1;
-    if plan[at].2 == 0 {
+    let at = plan.iter().position(|f| f.syscall == syscall)?;
+    let fault = &mut plan[at];
+    if fault.skip > 0 {
+        fault.skip -= 1;
+        return None;
+    }
+    let errno = fault.errno;
+    fault.times -= 1;
+    if fault.times == 0 {
         plan.remove(at);
     }
     if plan.is_empty() {
@@ -135,6 +155,9 @@ mod tests {
         assert_eq!(errnos, [Some(libc::EIO), Some(libc::EIO), Some(libc::EINVAL), None]);
         assert_eq!(take(Syscall::RecvMmsg).and_then(|e| e.raw_os_error()), Some(libc::EAGAIN));
         assert!(!ARMED.load(Relaxed), "disarmed once the plan is empty");
+        inject_after(Syscall::TunRead, libc::EIO, 1, 2);
+        let errnos: Vec<Option<i32>> = (0..4).map(|_| take(Syscall::TunRead).and_then(|e| e.raw_os_error())).collect();
+        assert_eq!(errnos, [None, None, Some(libc::EIO), None], "two calls run, the third fails");
         for s in Syscall::ALL {
             assert_eq!(Syscall::parse(s.name()), Some(s));
         }

@@ -128,24 +128,22 @@ pub struct ReadInto {
 
 /// After a first frame of `first` bytes at the start of `buf` (with its plan when the read made one),
 /// reads whatever else is ready (up to `max_frames`, as long as a largest frame still fits) and returns
-/// the frames' lengths and segment counts. Each frame is parsed once, by the read that counts it.
-fn drain(q: &TunQueue, buf: &mut [u8], first: usize, first_plan: Option<Planned>, max_frames: u32) -> Result<ReadInto> {
+/// the frames' lengths and segment counts. Each frame is parsed once, by the read that counts it. A read
+/// that fails ends the batch (the frames before it are returned; a failed read takes no frame, and the
+/// next read reports the error if it lasts), so no frame already read is lost to an error.
+fn drain(q: &TunQueue, buf: &mut [u8], first: usize, first_plan: Option<Planned>, max_frames: u32) -> ReadInto {
     let max = (max_frames as usize).max(1);
     let plan = first_plan.unwrap_or_else(|| split::plan(&buf[..first]));
     let mut lengths = vec![first as u32];
     let mut segments = vec![segment_count(&plan)];
     let mut used = first;
     while lengths.len() < max && buf.len() - used >= FRAME_ROOM {
-        match q.try_read_frame_planned(&mut buf[used..]).map_err(io_error)? {
-            Some((n, plan)) => {
-                lengths.push(n as u32);
-                segments.push(segment_count(&plan));
-                used += n;
-            }
-            None => break,
-        }
+        let Ok(Some((n, plan))) = q.try_read_frame_planned(&mut buf[used..]) else { break };
+        lengths.push(n as u32);
+        segments.push(segment_count(&plan));
+        used += n;
     }
-    Ok(ReadInto { lengths, segments })
+    ReadInto { lengths, segments }
 }
 
 /// How many wire packets a planned frame stands for; 1 for one that does not split.
@@ -156,7 +154,7 @@ fn segment_count(plan: &Planned) -> u32 {
 /// [`drain`] in the reused read buffer, then the frames copied out into one buffer sized to them: no
 /// 256 KiB is allocated or zeroed per read.
 fn drain_copy(q: &TunQueue, buf: &mut [u8], first: (usize, Option<Planned>), max_frames: u32) -> Result<ReadBatch> {
-    let r = drain(q, buf, first.0, first.1, max_frames)?;
+    let r = drain(q, buf, first.0, first.1, max_frames);
     let used: usize = r.lengths.iter().map(|&l| l as usize).sum();
     Ok(ReadBatch { data: buf[..used].to_vec().into(), lengths: r.lengths, segments: r.segments })
 }
@@ -316,7 +314,7 @@ impl NativeTun {
             }
         };
         match first {
-            Some((first, plan)) => drain(&q, buf, first, plan, max_frames).map(Some),
+            Some((first, plan)) => Ok(Some(drain(&q, buf, first, plan, max_frames))),
             None => Ok(None),
         }
     }
