@@ -68,6 +68,32 @@ describe('UdpSocket sends under injected failures', () => {
   })
 })
 
+/**
+ * Runs `source` as an ES module with Node inside a network namespace of its own (made and removed here),
+ * with the package's index.js and fault.js URLs and `args` as its arguments, and returns the JSON of the
+ * last line it printed.
+ */
+function runInNamespace<T>(name: string, source: string, args: string[], timeout: number): T {
+  const ns = `sp-${name}-${process.pid}-${randomBytes(2).toString('hex')}`
+  const dir = mkdtempSync(join(tmpdir(), `sp-${name}-`))
+  const script = join(dir, `${name}.mjs`)
+  writeFileSync(script, source)
+  const dist = new URL('../dist/', import.meta.url)
+  execFileSync('ip', ['netns', 'add', ns])
+  try {
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
+    const out = execFileSync(
+      'ip',
+      ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href, ...args],
+      { encoding: 'utf8', timeout },
+    )
+    return JSON.parse(out.trim().split('\n').pop()!) as T
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' })
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 /** Runs inside the test's namespace: opens a TUN, writes what it is given with faults injected, and
  * prints the payloads a UDP socket on the TUN's address received and the TUN's counters. */
 const TUN_SCRIPT = `
@@ -98,8 +124,6 @@ console.log(JSON.stringify({ got, stats }))
 if (privileged('faults on a TUN')) {
   describe('Tun writes under injected failures (inside a namespace of the test)', () => {
     it('a refused GSO frame is split and all its packets arrive; a refused packet costs no other its delivery', () => {
-      const ns = `sp-faults-${process.pid}-${randomBytes(2).toString('hex')}`
-      const dir = mkdtempSync(join(tmpdir(), 'sp-faults-'))
       const flow = { src: [198, 18, 71, 2], dst: [198, 18, 71, 1], sport: 40000, dport: 7000 }
       const payloads = Array.from({ length: 20 }, (_, i) => pattern(1000, i + 1))
       // One flow: coalesced into one GSO frame, which the first injected EINVAL refuses.
@@ -112,25 +136,10 @@ if (privileged('faults on a TUN')) {
         packets: packets.map((p) => p.toString('base64')),
         want: payloads.length + singles.length - 1,
       })
-      const script = join(dir, 'tun-faults.mjs')
-      writeFileSync(script, TUN_SCRIPT)
-      const dist = new URL('../dist/', import.meta.url)
-      execFileSync('ip', ['netns', 'add', ns])
-      try {
-        execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
-        const out = execFileSync(
-          'ip',
-          ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href, input],
-          { encoding: 'utf8', timeout: 60_000 },
-        )
-        const r = JSON.parse(out.trim().split('\n').pop()!) as { got: string[]; stats: Record<string, number | boolean> }
-        const want = [...payloads, ...singles.slice(1)].map((p) => p.toString('hex'))
-        expect(r.got).toEqual(want)
-        expect(r.stats).toMatchObject({ txFallbacks: 1, txDrops: 1, coalescing: true })
-      } finally {
-        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' })
-        rmSync(dir, { recursive: true, force: true })
-      }
+      const r = runInNamespace<{ got: string[]; stats: Record<string, number | boolean> }>('faults', TUN_SCRIPT, [input], 60_000)
+      const want = [...payloads, ...singles.slice(1)].map((p) => p.toString('hex'))
+      expect(r.got).toEqual(want)
+      expect(r.stats).toMatchObject({ txFallbacks: 1, txDrops: 1, coalescing: true })
     })
   })
 }
@@ -157,26 +166,10 @@ console.log(JSON.stringify({ code: err?.code, errno: err?.errno, running: tunnel
 if (privileged('a failing Tunnel')) {
   describe('a Tunnel whose direction fails', () => {
     it('rejects closed with the error, stops, and no longer holds the process open', () => {
-      const ns = `sp-tfail-${process.pid}-${randomBytes(2).toString('hex')}`
-      const dir = mkdtempSync(join(tmpdir(), 'sp-tfail-'))
-      const script = join(dir, 'tunnel-fail.mjs')
-      writeFileSync(script, TUNNEL_FAIL_SCRIPT)
-      const dist = new URL('../dist/', import.meta.url)
-      execFileSync('ip', ['netns', 'add', ns])
-      try {
-        execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
-        // The script neither stops the tunnel nor closes anything: if the tunnel still held the process
-        // open, this would time out.
-        const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href], {
-          encoding: 'utf8',
-          timeout: 30_000,
-        })
-        const r = JSON.parse(out.trim().split('\n').pop()!) as { code?: string; errno?: number; running: boolean }
-        expect(r).toEqual({ code: 'ERR_SUPERPACKET_OS', errno: 5, running: false })
-      } finally {
-        execFileSync('ip', ['netns', 'del', ns])
-        rmSync(dir, { recursive: true, force: true })
-      }
+      // The script neither stops the tunnel nor closes anything: if the tunnel still held the process
+      // open, this would time out.
+      const r = runInNamespace<{ code?: string; errno?: number; running: boolean }>('tfail', TUNNEL_FAIL_SCRIPT, [], 30_000)
+      expect(r).toEqual({ code: 'ERR_SUPERPACKET_OS', errno: 5, running: false })
     })
   })
 }
@@ -216,27 +209,16 @@ console.log(JSON.stringify({ firstBatch, seen, error }))
 if (privileged('a failed TUN read in the middle of a batch')) {
   describe('Tun reads under injected failures (inside a namespace of the test)', () => {
     it('a read failing after the first frame of a batch ends the batch: the frames before it arrive, and no frame is lost', () => {
-      const ns = `sp-rfault-${process.pid}-${randomBytes(2).toString('hex')}`
-      const dir = mkdtempSync(join(tmpdir(), 'sp-rfault-'))
-      const script = join(dir, 'tun-read-fault.mjs')
-      writeFileSync(script, TUN_READ_SCRIPT)
-      const dist = new URL('../dist/', import.meta.url)
-      execFileSync('ip', ['netns', 'add', ns])
-      try {
-        execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
-        const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, script, new URL('index.js', dist).href, new URL('fault.js', dist).href], {
-          encoding: 'utf8',
-          timeout: 30_000,
-        })
-        const r = JSON.parse(out.trim().split('\n').pop()!) as { firstBatch: { frames: number; markers: number[] } | null; seen: number[]; error: unknown }
-        expect(r.error).toBeNull()
-        // The first read system call took one frame, the second failed: the batch is that one frame.
-        expect(r.firstBatch?.frames).toBe(1)
-        expect(r.seen).toEqual([0, 1, 2])
-      } finally {
-        execFileSync('ip', ['netns', 'del', ns])
-        rmSync(dir, { recursive: true, force: true })
-      }
+      const r = runInNamespace<{ firstBatch: { frames: number; markers: number[] } | null; seen: number[]; error: unknown }>(
+        'rfault',
+        TUN_READ_SCRIPT,
+        [],
+        30_000,
+      )
+      expect(r.error).toBeNull()
+      // The first read system call took one frame, the second failed: the batch is that one frame.
+      expect(r.firstBatch?.frames).toBe(1)
+      expect(r.seen).toEqual([0, 1, 2])
     })
   })
 }
